@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` (the quickstart sweep) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test test-fast venv complexity clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) sweep.py $(ARGS)
+
+# The whole suite, slow tests included (CI runs this).
+test: venv
+	$(PY) -m pytest -m "" $(ARGS)
+
+# The fast tests only (a quick check while developing).
+test-fast: venv
+	$(PY) -m pytest $(ARGS)
+
+complexity: venv
+	$(PY) -m codec.complexity --kodak
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,158 @@
+"""Real bitstreams for one image: encode, pack to bytes, unpack, decode, and check the decode.
+
+The packed bytes hold everything the decoder needs besides the model: the original image size
+(to crop the padding away), the latent shape, and each entropy-coded string with its length.
+bits = 8 * len(packed bytes): nothing is estimated from likelihoods.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from compressai.models import (
+    FactorizedPrior,
+    JointAutoregressiveHierarchicalPriors,
+    ScaleHyperprior,
+)
+
+from codec.checkerboard import CheckerboardAutoregressive
+
+
+@dataclass
+class Encoded:
+    strings: list  # CompressAI's nested list: one list of bytes per string kind, batch of one
+    latent_hw: tuple[int, int]  # the (h, w) the model's decompress needs (y for factorized, else z)
+    image_hw: tuple[int, int]  # original image size before padding
+
+
+def shape_for_decompress(model, latent_hw):
+    if isinstance(model, CheckerboardAutoregressive):
+        h, w = latent_hw
+        return {"y": (model.M, 4 * h, 4 * w), "hyper": (h, w)}
+    return latent_hw
+
+
+def encode(model, x: torch.Tensor, image_hw: tuple[int, int]) -> Encoded:
+    out = model.compress(x)
+    shape = out["shape"]
+    latent_hw = tuple(shape["hyper"]) if isinstance(shape, dict) else tuple(shape)
+    return Encoded(out["strings"], tuple(int(v) for v in latent_hw), image_hw)
+
+
+def _write_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def pack(enc: Encoded) -> bytes:
+    """Header (image h, w and latent h, w as uint16; string count) then length-prefixed strings."""
+    flat = [s[0] for s in enc.strings]  # batch of one
+    parts = [struct.pack(">4H", *enc.image_hw, *enc.latent_hw), _write_varint(len(flat))]
+    for s in flat:
+        parts += [_write_varint(len(s)), s]
+    return b"".join(parts)
+
+
+def unpack(data: bytes) -> Encoded:
+    ih, iw, lh, lw = struct.unpack(">4H", data[:8])
+    count, pos = _read_varint(data, 8)
+    strings = []
+    for _ in range(count):
+        n, pos = _read_varint(data, pos)
+        strings.append([data[pos:pos + n]])
+        pos += n
+    if pos != len(data):
+        raise ValueError(f"bitstream has {len(data) - pos} trailing bytes")
+    return Encoded(strings, (lh, lw), (ih, iw))
+
+
+def decode_latent(model, enc: Encoded) -> torch.Tensor:
+    """The decoded latent y_hat, computed the way each model's own decompress computes it."""
+    strings, shape = enc.strings, shape_for_decompress(model, enc.latent_hw)
+    if isinstance(model, CheckerboardAutoregressive):
+        return model.latent_codec.decompress(strings, shape)["y_hat"]
+    if isinstance(model, JointAutoregressiveHierarchicalPriors):
+        return decode_latent_joint_autoregressive(model, strings, shape)
+    if isinstance(model, ScaleHyperprior):
+        z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
+        indexes = model.gaussian_conditional.build_indexes(model.h_s(z_hat))
+        return model.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
+    if isinstance(model, FactorizedPrior):
+        return model.entropy_bottleneck.decompress(strings[0], shape)
+    raise TypeError(f"no decoder for {type(model).__name__}")
+
+
+def decode_latent_joint_autoregressive(model, strings, shape) -> torch.Tensor:
+    """CompressAI's serial decode (JointAutoregressiveHierarchicalPriors.decompress), keeping y_hat."""
+    z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
+    params = model.h_s(z_hat)
+    kernel_size, padding = 5, 2
+    height, width = z_hat.size(2) * 4, z_hat.size(3) * 4
+    y_hat = torch.zeros((1, model.M, height + 2 * padding, width + 2 * padding), device=z_hat.device)
+    model._decompress_ar(strings[0][0], y_hat, params, height, width, kernel_size, padding)
+    return F.pad(y_hat, (-padding, -padding, -padding, -padding))
+
+
+def decode(model, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_hat cropped to the original size and clamped to [0, 1], y_hat)."""
+    y_hat = decode_latent(model, enc)
+    x_hat = model.g_s(y_hat).clamp_(0, 1)
+    h, w = enc.image_hw
+    return x_hat[..., :h, :w], y_hat
+
+
+def encoder_latent(model, x: torch.Tensor, y_hat_decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The quantised latent the encoder coded, recomputed from the padded input x, and a mask of
+    elements too close to a rounding tie to judge (None where the latent is recomputed exactly).
+
+    For the joint autoregressive model the means depend on already-coded neighbours, so they are
+    recomputed in one parallel pass from the decoded latent: where decoding went right, every
+    position's context is right, and round(y - mean) + mean reproduces the decoded value; the first
+    wrong position cannot. The parallel convolution sums in another order than the serial coder,
+    so elements within 1e-4 of a rounding tie are left out of the comparison.
+    """
+    y = model.g_a(x)
+    if isinstance(model, CheckerboardAutoregressive):
+        return model.latent_codec.compress(y)["y_hat"], None
+    if isinstance(model, JointAutoregressiveHierarchicalPriors):
+        z = model.h_a(y)
+        z_hat = model.entropy_bottleneck.decompress(model.entropy_bottleneck.compress(z), z.shape[-2:])
+        ctx = model.context_prediction(y_hat_decoded)
+        gaussian_params = model.entropy_parameters(torch.cat((model.h_s(z_hat), ctx), dim=1))
+        _, means = gaussian_params.chunk(2, 1)
+        residual = y - means
+        near_tie = ((residual - residual.floor()) - 0.5).abs() < 1e-4
+        return torch.round(residual) + means, near_tie
+    if isinstance(model, ScaleHyperprior):
+        return torch.round(y), None
+    if isinstance(model, FactorizedPrior):
+        medians = model.entropy_bottleneck._get_medians()
+        return torch.round(y - medians) + medians, None
+    raise TypeError(f"no encoder check for {type(model).__name__}")
+
+
+def decode_mismatches(model, x: torch.Tensor, y_hat_decoded: torch.Tensor, atol: float = 1e-3) -> int:
+    """Number of latent elements where the decoder's y_hat differs from the encoder's."""
+    expected, near_tie = encoder_latent(model, x, y_hat_decoded)
+    differs = ~torch.isclose(expected, y_hat_decoded, rtol=0, atol=atol)
+    if near_tie is not None:
+        differs &= ~near_tie
+    return int(differs.sum())

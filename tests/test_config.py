@@ -1,0 +1,103 @@
+"""The config tree: the 16 grid points of experiment=seminar, and invalid overrides."""
+
+import subprocess
+import sys
+
+import pytest
+
+from codec.errors import LicSweepError
+from entry import check_config, compose
+from sweep import grid_overrides, plan
+from tests.conftest import REPO
+
+LAMBDAS = [0.0067, 0.013, 0.025, 0.0483]
+MODELS = ["factorized", "hyperprior", "joint_autoregressive", "checkerboard"]
+# DESIGN.md's protocol.
+CHANNELS = {
+    ("factorized", "low"): (128, 192), ("factorized", "high"): (192, 320),
+    ("hyperprior", "low"): (128, 192), ("hyperprior", "high"): (192, 320),
+    ("joint_autoregressive", "low"): (192, 192), ("joint_autoregressive", "high"): (192, 320),
+    ("checkerboard", "low"): (192, 192), ("checkerboard", "high"): (192, 320),
+}
+SCHEDULE = {"factorized": ("plateau", 200), "hyperprior": ("multistep", 200),
+            "joint_autoregressive": ("plateau", 250), "checkerboard": ("plateau", 250)}
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("lmbda", LAMBDAS)
+def test_seminar_grid_point_matches_protocol(model, lmbda):
+    s = check_config(compose(["experiment=seminar", f"model={model}", f"lmbda={lmbda}"]))
+    rate = "low" if lmbda < 0.02 else "high"
+    assert (s.model.name, s.lmbda, s.rate) == (model, lmbda, rate)
+    assert (s.model.N, s.model.M) == CHANNELS[(model, rate)]
+    sched, epochs = SCHEDULE[model]
+    assert s.scheduler.name == sched and s.trainer.epochs == epochs
+    if sched == "multistep":
+        assert list(s.scheduler.milestones) == [40, 90, 140] and s.scheduler.gamma == 0.5
+    else:
+        assert s.scheduler.factor == 0.5
+    assert (s.data.patch_size, s.data.batch_size, s.optimizer.lr) == (256, 64, 1e-4)
+
+
+def test_seminar_sweep_plans_exactly_the_16_points():
+    rows = plan(["experiment=seminar"])
+    assert sorted((r["model"], r["lmbda"]) for r in rows) == sorted((m, l) for m in MODELS for l in LAMBDAS)
+    assert len({r["run"] for r in rows}) == 16
+
+
+def test_sweep_narrows_from_the_shell():
+    points = grid_overrides(["experiment=seminar", "model=hyperprior,checkerboard", "lmbda=0.013"])
+    assert sorted(p[-1] for p in points) == ["model=checkerboard", "model=hyperprior"]
+    assert all("lmbda=0.013" in p for p in points)
+
+
+def test_any_model_runs_with_any_scheduler():
+    s = check_config(compose(["experiment=seminar", "model=hyperprior", "scheduler=plateau"]))
+    assert s.scheduler.name == "plateau" and s.trainer.epochs == 200
+    s = check_config(compose(["experiment=seminar", "model=checkerboard", "scheduler=multistep"]))
+    assert s.scheduler.name == "multistep" and s.trainer.epochs == 250
+
+
+def test_rate_override_and_explicit_channels():
+    s = check_config(compose(["experiment=seminar", "model=factorized", "lmbda=0.0067", "rate=high"]))
+    assert (s.model.N, s.model.M) == (192, 320)
+    s = check_config(compose(["model=factorized", "model.N=8", "model.M=12"]))
+    assert (s.model.N, s.model.M) == (8, 12)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=foo", r"model/foo.*checkerboard.*factorized.*hyperprior.*joint_autoregressive"),
+    ("lmbda=-1", r"lmbda=-1 must be positive"),
+    ("lmbda=0", r"lmbda=0 must be positive"),
+    ("rate=mid", r"rate='mid'.*low, high"),
+    ("data.batch_size=-4", r"data.batch_size=-4 must be a positive integer"),
+    ("data.patch_size=100", r"data.patch_size=100 must be a multiple of 64"),
+    ("scheduler=cosine", r"scheduler/cosine.*multistep.*plateau"),
+    ("trainer.epochs=0", r"trainer.epochs=0"),
+    ("device=tpu", r"device='tpu'"),
+])
+def test_invalid_override_names_setting_and_choices(override, message):
+    import re
+
+    with pytest.raises(LicSweepError) as info:
+        check_config(compose(["experiment=seminar", override]))
+    assert re.search(message, str(info.value), re.S), str(info.value)
+
+
+def test_cli_shows_resolved_protocol_and_rejects_bad_values():
+    cmd = [sys.executable, "run.py", "--cfg", "job", "experiment=seminar", "model=checkerboard", "lmbda=0.025"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'N': 192" in out.stdout and "M: 320" in out.stdout and "epochs: 250" in out.stdout
+    assert "name: plateau" in out.stdout and "factor: 0.5" in out.stdout
+    bad = subprocess.run(cmd[:-1] + ["lmbda=-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "lmbda=-1 must be positive" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_sweep_dry_run_prints_the_plan():
+    out = subprocess.run([sys.executable, "sweep.py", "--dry-run", "experiment=seminar"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "16 runs planned for experiment=seminar" in out.stdout
+    assert "multistep (milestones=[40, 90, 140] gamma=0.5)" in out.stdout
