@@ -75,3 +75,18 @@ def exit_on_user_error(fn: Callable[[], Any]) -> Any:
     except LicSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def report_user_errors(fn: Callable[[], Any]) -> Any:
+    """Inside a Hydra job: a LicSweepError prints one line and exits 2 (Hydra would print a
+    traceback). In a multirun the error propagates so the sweep can record the failed job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return fn()
+    except LicSweepError as exc:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,21 +1,42 @@
 """One run: compose the config, train, evaluate, log.
 
     python run.py experiment=quickstart model=checkerboard lmbda=0.025
+    python run.py task=eval checkpoint=outputs/.../checkpoints/best.pth    # evaluate only
     python run.py --cfg job experiment=seminar model=hyperprior lmbda=0.0067   # show the config
     python run.py --help
+
+Running the same command again in the same run directory resumes from checkpoints/last.pth.
 """
 
+from pathlib import Path
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from entry import CONFIG_PATH, exit_on_user_error, settings_from, show_resolved_config
+from entry import CONFIG_PATH, exit_on_user_error, report_user_errors, settings_from, show_resolved_config
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    return report_user_errors(lambda: run(cfg))
+
+
+def run(cfg: DictConfig) -> dict:
     settings, values = settings_from(cfg)
-    print(f"run {settings.run_name}: model={settings.model.name} lmbda={settings.lmbda} "
-          f"N={settings.model.N} M={settings.model.M} (training lands with issue 3)")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if settings.task == "eval":
+        from codec.evaluate import evaluate_checkpoint
+
+        summary = evaluate_checkpoint(settings, settings.checkpoint, run_dir)
+    else:
+        from codec.job import train_and_evaluate
+
+        summary = train_and_evaluate(settings, values, run_dir)
+    shown = {k: summary[k] for k in ("bpp", "psnr", "ms_ssim", "train_steps", "stopped_by") if k in summary}
+    print(f"done {settings.run_name}: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in shown.items()) + f" ({run_dir})")
+    return summary
 
 
 if __name__ == "__main__":

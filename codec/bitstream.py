@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from compressai.ops import compute_padding
 from compressai.models import (
     FactorizedPrior,
     JointAutoregressiveHierarchicalPriors,
@@ -35,8 +36,26 @@ def shape_for_decompress(model, latent_hw):
     return latent_hw
 
 
-def encode(model, x: torch.Tensor, image_hw: tuple[int, int]) -> Encoded:
-    out = model.compress(x)
+PAD_MULTIPLE = 64  # six stride-2 stages (g_a then h_a)
+
+
+def pad(x: torch.Tensor) -> torch.Tensor:
+    """Zero-pad to a multiple of 64, centred, as CompressAI's eval_model does."""
+    padding, _ = compute_padding(x.shape[2], x.shape[3], min_div=PAD_MULTIPLE)
+    return F.pad(x, padding, mode="constant", value=0)
+
+
+def crop(x_hat: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    _, unpad = compute_padding(*image_hw, min_div=PAD_MULTIPLE)
+    return F.pad(x_hat, unpad)
+
+
+def encode(model, x: torch.Tensor) -> Encoded:
+    """Compress one unpadded 1x3xHxW image in [0, 1]."""
+    image_hw = (x.shape[2], x.shape[3])
+    if max(image_hw) > 65535:
+        raise ValueError(f"image of {image_hw} pixels is too large for the 16-bit size header")
+    out = model.compress(pad(x))
     shape = out["shape"]
     latent_hw = tuple(shape["hyper"]) if isinstance(shape, dict) else tuple(shape)
     return Encoded(out["strings"], tuple(int(v) for v in latent_hw), image_hw)
@@ -115,12 +134,11 @@ def decode(model, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_hat cropped to the original size and clamped to [0, 1], y_hat)."""
     y_hat = decode_latent(model, enc)
     x_hat = model.g_s(y_hat).clamp_(0, 1)
-    h, w = enc.image_hw
-    return x_hat[..., :h, :w], y_hat
+    return crop(x_hat, enc.image_hw), y_hat
 
 
 def encoder_latent(model, x: torch.Tensor, y_hat_decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The quantised latent the encoder coded, recomputed from the padded input x, and a mask of
+    """The quantised latent the encoder coded, recomputed from the input x, and a mask of
     elements too close to a rounding tie to judge (None where the latent is recomputed exactly).
 
     For the joint autoregressive model the means depend on already-coded neighbours, so they are
@@ -129,7 +147,7 @@ def encoder_latent(model, x: torch.Tensor, y_hat_decoded: torch.Tensor) -> tuple
     wrong position cannot. The parallel convolution sums in another order than the serial coder,
     so elements within 1e-4 of a rounding tie are left out of the comparison.
     """
-    y = model.g_a(x)
+    y = model.g_a(pad(x))
     if isinstance(model, CheckerboardAutoregressive):
         return model.latent_codec.compress(y)["y_hat"], None
     if isinstance(model, JointAutoregressiveHierarchicalPriors):

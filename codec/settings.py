@@ -76,6 +76,7 @@ class DataSettings:
     num_workers: int = 0
     small_images: str = "pad"
     list_file: str | None = None
+    cache_images: bool = False
 
     def validate(self, require_root: bool = True) -> None:
         _one_of("data.format", self.format, DATA_FORMATS)

@@ -1,0 +1,1 @@
+"""From logged runs to RD curves, results tables, BD-rate and complexity tables."""

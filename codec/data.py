@@ -1,0 +1,146 @@
+"""Training and validation data: Vimeo-90k through its official list files, or any image folder.
+
+Training samples are random crops, validation samples centre crops. The split is by sequence
+(Vimeo) or by file (folder), fixed by a hash of the name, so it never overlaps and never moves.
+Crops come from a generator seeded by (seed, epoch, index): the same run sees the same data,
+whatever the number of loader workers, and a resumed run continues the same stream.
+
+A file that cannot be decoded, or is smaller than the crop under small_images=skip, is replaced
+by the next sample; its path travels with the batch so the training loop can warn once and count it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from codec.errors import LicSweepError
+from codec.images import UnreadableImage, list_images, read_rgb
+
+
+def _in_validation(name: str, val_fraction: float) -> bool:
+    digest = hashlib.sha1(name.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
+
+
+def vimeo_frames(root: Path, list_file: str) -> dict[str, list[Path]]:
+    """Frames per listed sequence: {"00001/0001": [im1.png, ...]}; errors name what is missing."""
+    list_path = root / list_file
+    if not list_path.is_file():
+        raise LicSweepError(f"data.list_file: {list_path} does not exist (Vimeo-90k ships "
+                            "sep_trainlist.txt for septuplets and tri_trainlist.txt for triplets)")
+    names = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise LicSweepError(f"data.list_file: {list_path} lists no sequences")
+    sequences, missing = {}, []
+    for name in names:
+        folder = root / "sequences" / name
+        frames = sorted(folder.glob("im*.png"))
+        if not frames:
+            missing.append(str(folder))
+        sequences[name] = frames
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise LicSweepError(f"{list_path} names {len(missing)} sequence(s) with no im*.png frames: {shown}")
+    return sequences
+
+
+@dataclass
+class Split:
+    train: list[Path]
+    val: list[Path]
+
+
+def split_files(fmt: str, root: str | Path, val_fraction: float, list_file: str | None = None) -> Split:
+    root = Path(root)
+    if not root.is_dir():
+        raise LicSweepError(f"data.root: {root} is not a directory")
+    if fmt == "vimeo":
+        groups = vimeo_frames(root, list_file or "sep_trainlist.txt")
+    else:
+        files = list_images(root)
+        if not files:
+            raise LicSweepError(f"data.root: {root} holds no PNG or JPEG images")
+        groups = {str(p.relative_to(root)): [p] for p in files}
+    val_names = [n for n in groups if _in_validation(n, val_fraction)]
+    if not val_names:  # tiny sets: hold out at least one group
+        val_names = [min(groups, key=lambda n: hashlib.sha1(n.encode()).digest())]
+    if len(val_names) == len(groups):
+        raise LicSweepError(f"data.root: {root} has too few images to hold out a validation split")
+    val = set(val_names)
+    return Split(train=[f for n, fs in groups.items() if n not in val for f in fs],
+                 val=[f for n in sorted(val) for f in groups[n]])
+
+
+class CropDataset(Dataset):
+    """Crops of `patch_size` from a list of image files; returns (tensor, skipped path or "")."""
+
+    def __init__(self, files: list[Path], patch_size: int, train: bool, small_images: str = "pad", seed: int = 0,
+                 cache_images: bool = False):
+        self.files, self.patch_size, self.train = files, patch_size, train
+        self.small_images, self.seed, self.epoch = small_images, seed, 0
+        # Decoded images kept in memory (per loader worker): for small sets such as the quickstart's.
+        self.cache: dict[int, np.ndarray] | None = {} if cache_images else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _read(self, i: int) -> np.ndarray:
+        if self.cache is None:
+            return read_rgb(self.files[i])
+        if i not in self.cache:
+            self.cache[i] = read_rgb(self.files[i])
+        return self.cache[i]
+
+    def _crop(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = self.patch_size
+        h, w = img.shape[:2]
+        if h < p or w < p:
+            img = np.pad(img, ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0)), mode="reflect"
+                         if h > p // 2 and w > p // 2 else "edge")
+            h, w = img.shape[:2]
+        if self.train:
+            top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        else:
+            top, left = (h - p) // 2, (w - p) // 2
+        return img[top:top + p, left:left + p]
+
+    def __getitem__(self, index: int):
+        skipped = []
+        for attempt in range(len(self.files)):
+            i = (index + attempt) % len(self.files)
+            path = self.files[i]
+            try:
+                img = self._read(i)
+            except UnreadableImage:
+                skipped.append(f"{path} (cannot be decoded)")
+                continue
+            if self.small_images == "skip" and min(img.shape[:2]) < self.patch_size:
+                skipped.append(f"{path} (smaller than {self.patch_size}px crop)")
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            crop = np.ascontiguousarray(self._crop(img, rng))
+            tensor = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)
+            return tensor, "\n".join(skipped)
+        raise LicSweepError(f"no usable image among {len(self.files)} files (first: {self.files[0]})")
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                min_length: int = 0) -> list[int]:
+    """This rank's sample order for an epoch: permutations fixed by (seed, epoch, pass), as many
+    passes as it takes to give this rank at least `min_length` samples."""
+    order: list[int] = []
+    passes = 0
+    while passes == 0 or len(order) // world_size < min_length:
+        order += np.random.default_rng([seed, epoch, passes]).permutation(num_samples).tolist()
+        passes += 1
+    usable = len(order) - len(order) % world_size
+    return order[rank:usable:world_size]

@@ -1,0 +1,230 @@
+"""Evaluation with real bitstreams on an image folder: the report's Part 3 table per run.
+
+For each image: pad to a multiple of 64, compress, pack to bytes (bits = 8 x every byte the
+decoder needs), unpack, decompress, crop back, check that the decoded latent is the one the
+encoder coded, then PSNR and MS-SSIM on the 8-bit-rounded reconstruction.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim
+from tqdm import tqdm
+
+from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
+from codec.checkpoint import load_checkpoint
+from codec.errors import LicSweepError
+from codec.images import UnreadableImage, read_rgb
+from codec.models import MODEL_CLASSES, model_name_of
+from codec.settings import RunSettings
+
+RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
+
+
+@dataclass
+class ImageResult:
+    image: str
+    num_pixels: int
+    bits: int
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    enc_time: float
+    dec_time: float
+
+
+class DecodeMismatch(LicSweepError):
+    pass
+
+
+def list_eval_images(folder: str | Path, max_images: int | None = None) -> tuple[list[Path], list[str]]:
+    """(image files to evaluate, names of other files skipped). Errors name the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LicSweepError(f"eval.root: {folder} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images, skipped = [], []
+    from codec.images import IMAGE_SUFFIXES
+
+    for p in files:
+        (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
+    skipped_names = [str(p.relative_to(folder)) for p in skipped
+                     if p.suffix.lower() not in {".txt", ".md", ".json", ".csv"} and p.name != "SHA256SUMS"]
+    if not images:
+        raise LicSweepError(f"eval.root: {folder} holds no PNG or JPEG images")
+    return images[:max_images] if max_images else images, skipped_names
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+
+
+def quality_metrics(original: np.ndarray, reconstruction: torch.Tensor) -> tuple[float, float]:
+    """PSNR (dB) and MS-SSIM on 8-bit values: reconstruction rounded to 0..255 first."""
+    org = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1).float().unsqueeze(0)
+    rec = (reconstruction.detach().cpu() * 255).clamp(0, 255).round()
+    mse = torch.mean((org - rec) ** 2).item()
+    psnr = math.inf if mse == 0 else 20 * math.log10(255) - 10 * math.log10(mse)
+    h, w = original.shape[:2]
+    # pytorch-msssim needs sides > 160 for its 5 scales; smaller images get NaN rather than a crash
+    ssim = ms_ssim(org, rec, data_range=255).item() if min(h, w) > 160 else float("nan")
+    return psnr, ssim
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate_model(model, folder: str | Path, device: str | torch.device = "cpu", max_images: int | None = None,
+                   out_dir: Path | None = None, save_bitstreams: bool = False,
+                   save_reconstructions: bool = False) -> tuple[list[ImageResult], list[str]]:
+    """Per-image results for every image in `folder`, and the names of skipped files."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    model.update(force=True)
+    images, skipped = list_eval_images(folder, max_images)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {', '.join(skipped)}", stacklevel=2)
+    results = []
+    for path in tqdm(images, desc="evaluate", leave=False, dynamic_ncols=True):
+        name = str(path.relative_to(folder))
+        try:
+            img = read_rgb(path)
+        except UnreadableImage as exc:
+            warnings.warn(f"skipped unreadable image {exc}", stacklevel=2)
+            skipped.append(name)
+            continue
+        x = to_tensor(img).to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        data = pack(encode(model, x))
+        _sync(device)
+        t1 = time.perf_counter()
+        x_hat, y_hat = decode(model, unpack(data))
+        _sync(device)
+        t2 = time.perf_counter()
+        mismatches = decode_mismatches(model, x, y_hat)
+        if mismatches:
+            raise DecodeMismatch(f"{path}: the decoded latent differs from the encoded one in {mismatches} "
+                                 "elements (entropy coder or model not deterministic on this device?)")
+        psnr, ssim = quality_metrics(img, x_hat)
+        h, w = img.shape[:2]
+        bits = 8 * len(data)
+        results.append(ImageResult(name, h * w, bits, bits / (h * w), psnr, ssim, t1 - t0, t2 - t1))
+        if out_dir and save_bitstreams:
+            (out_dir / "bitstreams").mkdir(parents=True, exist_ok=True)
+            (out_dir / "bitstreams" / f"{path.stem}.bin").write_bytes(data)
+        if out_dir and save_reconstructions:
+            from PIL import Image
+
+            (out_dir / "reconstructions").mkdir(parents=True, exist_ok=True)
+            rec = (x_hat[0].cpu().permute(1, 2, 0).numpy() * 255).clip(0, 255).round().astype(np.uint8)
+            Image.fromarray(rec).save(out_dir / "reconstructions" / f"{path.stem}.png")
+    if not results:
+        raise LicSweepError(f"eval.root: none of the images in {folder} could be read")
+    return results, skipped
+
+
+def summarize(per_image: list[ImageResult]) -> dict[str, float]:
+    rows = [asdict(r) for r in per_image]
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in RESULT_FIELDS}
+    summary["num_images"] = len(rows)
+    return summary
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> None:
+    from codec.job import write_json_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results, out_dir / "results.json")
+    per_image = results["per_image"]
+    with open(out_dir / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(per_image[0]))
+        writer.writeheader()
+        writer.writerows(per_image)
+
+
+def _results(model_name, lmbda, N, M, dataset, per_image, skipped, coding_device, **extra) -> dict[str, Any]:
+    return {"model": model_name, "lmbda": lmbda, "N": N, "M": M, "dataset": str(dataset),
+            **summarize(per_image), "coding_device": str(coding_device), "skipped": skipped, **extra,
+            "per_image": [asdict(r) for r in per_image]}
+
+
+def coding_device(settings: RunSettings, train_device: torch.device) -> torch.device:
+    return torch.device("cpu") if settings.eval.entropy_coder_device == "cpu" else train_device
+
+
+def evaluate_run(settings: RunSettings, model, run_dir: Path, tracker) -> dict[str, Any]:
+    """After training: evaluate, write results.json and per_image.csv, log to W&B; the summary."""
+    device = coding_device(settings, next(model.parameters()).device)
+    e = settings.eval
+    per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
+                                        e.save_reconstructions)
+    results = _results(settings.model.name, settings.lmbda, settings.model.N, settings.model.M, e.root,
+                       per_image, skipped, device, rate=settings.rate)
+    write_results(results, run_dir)
+    tracker.table("eval/per_image", results["per_image"])
+    print(f"evaluated {results['num_images']} images on {device}: bpp {results['bpp']:.4f} "
+          f"psnr {results['psnr']:.2f} dB ms-ssim {results['ms_ssim']:.4f} "
+          f"enc {results['enc_time']:.3f}s dec {results['dec_time']:.3f}s per image")
+    return {k: v for k, v in results.items() if k != "per_image"}
+
+
+def infer_model_name(state_dict: dict) -> str:
+    """Architecture from state_dict keys (ours or CompressAI's)."""
+    if any(k.startswith("latent_codec.y.context_prediction") for k in state_dict):
+        return "checkerboard"
+    if "context_prediction.weight" in state_dict:
+        return "joint_autoregressive"
+    if "h_a.0.weight" in state_dict:
+        return "hyperprior"
+    if "g_a.0.weight" in state_dict:
+        return "factorized"
+    raise LicSweepError("cannot tell the architecture of this state_dict (no g_a.0.weight)")
+
+
+def load_model(path: str | Path):
+    """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict."""
+    ckpt = load_checkpoint(path)
+    state_dict = ckpt["state_dict"]
+    name = ckpt.get("model_meta", {}).get("name") or infer_model_name(state_dict)
+    try:
+        model = MODEL_CLASSES[name].from_state_dict(state_dict)
+    except (KeyError, RuntimeError) as exc:
+        raise LicSweepError(f"checkpoint {path} does not load into {MODEL_CLASSES[name].__name__}: {exc}") from None
+    return model, ckpt
+
+
+def evaluate_checkpoint(settings: RunSettings, checkpoint: str | Path, run_dir: Path) -> dict[str, Any]:
+    """`python run.py task=eval checkpoint=PATH`: evaluate, write results.json in run_dir, log to W&B."""
+    from codec.tracking import Tracker
+
+    model, ckpt = load_model(checkpoint)
+    name = model_name_of(model)
+    lmbda = ckpt.get("lmbda", settings.lmbda)
+    N, M = (model.N, model.M) if hasattr(model, "M") else (None, None)
+    device = torch.device("cpu") if settings.eval.entropy_coder_device == "cpu" or not torch.cuda.is_available() \
+        else torch.device("cuda")
+    e = settings.eval
+    per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
+                                        e.save_reconstructions)
+    results = _results(name, lmbda, N, M, e.root, per_image, skipped, device, checkpoint=str(checkpoint))
+    write_results(results, run_dir)
+    tracker = Tracker(settings, run_dir, {"task": "eval", "checkpoint": str(checkpoint)}, None)
+    try:
+        tracker.summary({k: v for k, v in results.items() if k != "per_image"})
+        tracker.table("eval/per_image", results["per_image"])
+    finally:
+        tracker.finish()
+    return results

@@ -1,0 +1,59 @@
+"""One job, as run.py runs it: train (or resume), evaluate with real bitstreams, log to W&B."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from codec.settings import RunSettings
+
+
+def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Returns the summary of the run (evaluation fields when evaluation ran)."""
+    from codec.tracking import Tracker
+    from codec.train import Trainer
+
+    run_dir = Path(run_dir)
+    start = time.monotonic()
+    trainer = Trainer(settings, run_dir, config)
+    tracker = Tracker(settings, run_dir, config, trainer.wandb_id, enabled=trainer.ddp.is_main)
+    trainer.wandb_id = tracker.run_id
+    exit_code = 1
+    try:
+        result = trainer.fit(tracker)
+        summary: dict[str, Any] = {
+            "train_steps": result.steps, "train_epochs": result.epochs, "best_val_loss": result.best_loss,
+            "skipped_files": len(result.skipped_files), "stopped_by": result.stopped_by,
+            "train_seconds": round(time.monotonic() - start, 1),
+        }
+        if result.skipped_files:
+            summary["skipped_file_names"] = result.skipped_files
+        if trainer.ddp.is_main and result.stopped_by.startswith("signal"):
+            print(f"stopped by {result.stopped_by}: last.pth saved, rerun the same command to resume")
+        elif trainer.ddp.is_main:
+            summary |= _evaluate(settings, trainer, tracker, run_dir)
+        tracker.summary(summary)
+        exit_code = 0
+        return summary
+    finally:
+        tracker.finish(exit_code)
+
+
+def _evaluate(settings, trainer, tracker, run_dir: Path) -> dict[str, Any]:
+    try:
+        from codec.evaluate import evaluate_run
+    except ImportError:  # evaluation not available in this build
+        return {}
+    return evaluate_run(settings, trainer.model, run_dir, tracker)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,66 @@
+"""The W&B run of one training run: offline by default, resumed under the same id."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from codec.settings import RunSettings
+
+
+class Tracker:
+    """Thin wrapper over a wandb run; inert on non-zero ranks and with logger.mode=disabled."""
+
+    def __init__(self, settings: RunSettings, run_dir: Path, config: dict[str, Any], run_id: str | None,
+                 enabled: bool = True):
+        self.run = None
+        log = settings.logger
+        if not enabled or log.mode == "disabled":
+            return
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        flat = {"model": settings.model.name, "lmbda": settings.lmbda, "N": settings.model.N,
+                "M": settings.model.M, "rate": settings.rate, "experiment": settings.experiment_name}
+        # Flat keys first, so the UI can compare runs by model/lmbda/N/M/rate; the nested model
+        # config stays under "model_config".
+        full = {**{k: v for k, v in config.items() if k != "model"}, "model_config": config.get("model"), **flat}
+        self.run = wandb.init(
+            mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
+            dir=str(Path(log.dir) if log.dir else run_dir), id=run_id or uuid.uuid4().hex[:12],
+            resume="allow", name=f"{settings.model.name}_lmbda{settings.lmbda}", group=log.group or None,
+            tags=[str(t) for t in log.tags], config=full, reinit="finish_previous",
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run else None
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self.run:
+            self.run.log(metrics, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run:
+            for k, v in values.items():
+                self.run.summary[k] = v
+
+    def images(self, key: str, pairs: list, step: int) -> None:
+        if self.run and pairs:
+            import wandb
+
+            self.run.log({key: [wandb.Image(img, caption=cap) for img, cap in pairs]}, step=step)
+
+    def table(self, key: str, rows: list[dict[str, Any]]) -> None:
+        if self.run and rows:
+            import wandb
+
+            columns = list(rows[0])
+            self.run.log({key: wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
