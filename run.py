@@ -2,6 +2,7 @@
 
     python run.py experiment=quickstart model=checkerboard lmbda=0.025
     python run.py task=eval checkpoint=outputs/.../checkpoints/best.pth    # evaluate only
+    python run.py task=classical                 # JPEG and WebP anchors on the same images
     python run.py --cfg job experiment=seminar model=hyperprior lmbda=0.0067   # show the config
     python run.py --help
 
@@ -25,6 +26,14 @@ def main(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig) -> dict:
     settings, values = settings_from(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if settings.task == "classical":
+        from codec.classical import evaluate_classical_anchors
+
+        e = settings.eval
+        points = evaluate_classical_anchors(e.classical_codecs, e.classical_qualities, e.root, run_dir / "classical",
+                                            e.max_images)
+        print(f"done: {len(points)} classical anchor points in {run_dir / 'classical'}")
+        return {"classical": points}
     if settings.task == "eval":
         from codec.evaluate import evaluate_checkpoint
 

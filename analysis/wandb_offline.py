@@ -104,6 +104,8 @@ def read_run(path: str | Path) -> OfflineRun:
                 run.summary.pop(_key(item), None)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
+    if not run.run_id:  # a run killed before its first records were flushed
+        run.run_id = path.stem.removeprefix("run-")
     run.config = {k: (v.get("value") if isinstance(v, dict) and set(v) <= {"value", "desc"} else v)
                   for k, v in run.config.items() if k != "_wandb"}
     return run

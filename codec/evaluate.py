@@ -65,7 +65,7 @@ def list_eval_images(folder: str | Path, max_images: int | None = None) -> tuple
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
 def quality_metrics(original: np.ndarray, reconstruction: torch.Tensor) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from codec.rate import RATE_TIERS, rate_tier
 MODEL_NAMES = ("factorized", "hyperprior", "joint_autoregressive", "checkerboard")
 SCHEDULER_NAMES = ("multistep", "plateau")
 DATA_FORMATS = ("vimeo", "folder")
-TASKS = ("train", "eval")
+TASKS = ("train", "eval", "classical")
 
 
 def _positive_int(setting: str, value: Any) -> None:
@@ -156,9 +156,16 @@ class EvalSettings:
     max_images: int | None = None
     save_bitstreams: bool = False
     save_reconstructions: bool = False
+    classical_codecs: list[str] = field(default_factory=lambda: ["jpeg", "webp"])
+    classical_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
 
     def validate(self) -> None:
         _optional_positive_int("eval.max_images", self.max_images)
+        for codec in self.classical_codecs:
+            _one_of("eval.classical_codecs", codec, ("jpeg", "webp"))
+        for q in self.classical_qualities:
+            if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100:
+                raise ConfigError(f"eval.classical_qualities: {q!r} must be an integer from 1 to 100")
         _one_of("eval.entropy_coder_device", self.entropy_coder_device, ("cpu", "same"))
 
 

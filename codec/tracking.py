@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,22 @@ class Tracker:
         # Flat keys first, so the UI can compare runs by model/lmbda/N/M/rate; the nested model
         # config stays under "model_config".
         full = {**{k: v for k, v in config.items() if k != "model"}, "model_config": config.get("model"), **flat}
-        self.run = wandb.init(
+        options = dict(
             mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
             dir=str(Path(log.dir) if log.dir else run_dir), id=run_id or uuid.uuid4().hex[:12],
             resume="allow", name=f"{settings.model.name}_lmbda{settings.lmbda}", group=log.group or None,
             tags=[str(t) for t in log.tags], config=full, reinit="finish_previous",
         )
+        # After a kill, the dead process's wandb-core holds the run id for a few seconds.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.run = wandb.init(**options)
+                return
+            except Exception as exc:
+                if "in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
     @property
     def run_id(self) -> str | None:

@@ -242,6 +242,14 @@ class Trainer:
         pairs = torch.cat([x, x_hat], dim=3).cpu()
         return [(p.permute(1, 2, 0).numpy(), "original | reconstruction") for p in pairs]
 
+    def _check_replicas_in_sync(self) -> None:
+        """Every rank must hold the same weights (DDP averages gradients; the quantiles by hand)."""
+        mine = _checksum(self.model).to(self.device)
+        reference = mine.clone()
+        dist.broadcast(reference, src=0)
+        if not torch.allclose(mine, reference, rtol=1e-5, atol=1e-6):
+            raise RuntimeError(f"rank {self.ddp.rank}: weights differ from rank 0 after training")
+
     def _on_signal(self, signum, _frame):
         self._stop_signal = signum
 
@@ -316,9 +324,15 @@ class Trainer:
         finally:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+        if self.ddp.world_size > 1:
+            self._check_replicas_in_sync()
         if not (self.ckpt_dir / "best.pth").exists():  # e.g. resumed after the budget was reached
             self.save("best.pth", update_entropy_models=True)
         return TrainResult(self.step, self.epoch, self.best_loss, last, list(self.skipped), stopped_by)
+
+
+def _checksum(model: torch.nn.Module) -> torch.Tensor:
+    return torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
 
 
 def _main_thread() -> bool:

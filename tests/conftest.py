@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,3 +21,37 @@ def kodak_crop(name: str = "kodim23.png", height: int = 128, width: int = 192) -
     """A real Kodak crop as a 1x3xHxW float tensor in [0, 1]."""
     img = np.asarray(Image.open(KODAK / name).convert("RGB"))[:height, :width]
     return torch.from_numpy(img.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+
+
+def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    """A few CPU steps of the quickstart with tiny channels and a small evaluation folder."""
+    return ["experiment=quickstart", "model.N=8", "model.M=12", "trainer.max_steps=2",
+            "trainer.steps_per_epoch=2", "trainer.epochs=1", "data.batch_size=4", "data.val_batch_size=4",
+            "logger.mode=offline", f"eval.root={small_eval_folder(tmp_path)}", "eval.max_images=null", *extra]
+
+
+def small_eval_folder(tmp_path: Path, count: int = 2) -> Path:
+    """Crops of real Kodak images (not multiples of 64), as PNG files."""
+    folder = tmp_path / "eval_images"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for i, name in enumerate(["kodim01.png", "kodim23.png", "kodim15.png"][:count]):
+            img = Image.open(KODAK / name).convert("RGB")
+            img.crop((0, 0, 200 + 10 * i, 170)).save(folder / name)
+    return folder
+
+
+def settings_for(overrides: list[str]):
+    """(RunSettings, resolved config dict) for these overrides, composed as run.py does."""
+    from entry import compose, resolved_dict
+    from codec.settings import RunSettings
+
+    values = resolved_dict(compose(overrides))
+    return RunSettings.from_dict(values), values
+
+
+def subprocess_env(**extra: str) -> dict:
+    """The environment for a child run.py: without WANDB_SERVICE, which an in-process W&B run of
+    this test session leaves behind and which would make the child share (and outlive) its service."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_SILENT": "true", **extra}

@@ -1,0 +1,68 @@
+"""Classical anchors: JPEG and WebP through Pillow, measured like the learned codecs
+(bits = 8 x file bytes, PSNR and MS-SSIM on the decoded 8-bit image), same results format."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from codec.evaluate import ImageResult, list_eval_images, quality_metrics, to_tensor, write_results, _results
+from codec.errors import LicSweepError
+from codec.images import UnreadableImage, read_rgb
+
+FORMATS = {"jpeg": ("JPEG", {"subsampling": "4:2:0"}), "webp": ("WEBP", {"method": 4})}
+
+
+def code_image(img: np.ndarray, codec: str, quality: int) -> tuple[bytes, np.ndarray, float, float]:
+    fmt, options = FORMATS[codec]
+    t0 = time.perf_counter()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, quality=quality, **options)
+    data = buf.getvalue()
+    t1 = time.perf_counter()
+    with Image.open(io.BytesIO(data)) as decoded:
+        rec = np.asarray(decoded.convert("RGB"))
+    t2 = time.perf_counter()
+    return data, rec, t1 - t0, t2 - t1
+
+
+def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images: int | None = None) -> dict[str, Any]:
+    if codec not in FORMATS:
+        raise LicSweepError(f"eval.classical_codecs: {codec!r} is not supported; choose from {', '.join(FORMATS)}")
+    if not 1 <= quality <= 100:
+        raise LicSweepError(f"eval.classical_qualities: {quality} must be between 1 and 100")
+    images, skipped = list_eval_images(folder, max_images)
+    per_image = []
+    for path in tqdm(images, desc=f"{codec} q{quality}", leave=False, dynamic_ncols=True):
+        try:
+            img = read_rgb(path)
+        except UnreadableImage as exc:
+            warnings.warn(f"skipped unreadable image {exc}", stacklevel=2)
+            skipped.append(str(path.relative_to(folder)))
+            continue
+        data, rec, enc, dec = code_image(img, codec, quality)
+        psnr, ssim = quality_metrics(img, to_tensor(rec))
+        h, w = img.shape[:2]
+        per_image.append(ImageResult(str(path.relative_to(folder)), h * w, 8 * len(data),
+                                     8 * len(data) / (h * w), psnr, ssim, enc, dec))
+    return _results(codec, None, None, None, folder, per_image, skipped, "cpu", quality=quality)
+
+
+def evaluate_classical_anchors(codecs: list[str], qualities: list[int], folder: str | Path, out_dir: Path,
+                               max_images: int | None = None) -> list[dict[str, Any]]:
+    """Every codec at every quality; results.json per point under out_dir/<codec>_q<quality>/."""
+    summaries = []
+    for codec in codecs:
+        for q in qualities:
+            results = evaluate_classical(codec, q, folder, max_images)
+            write_results(results, out_dir / f"{codec}_q{q}")
+            summaries.append({k: v for k, v in results.items() if k != "per_image"})
+            print(f"{codec} q{q}: bpp {results['bpp']:.4f} psnr {results['psnr']:.2f} dB")
+    return summaries

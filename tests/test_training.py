@@ -1,0 +1,133 @@
+"""One run end to end on the shipped sample: training, checkpoints, resume, NaN stop, DDP, W&B."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from analysis.wandb_offline import find_runs, read_run
+from codec.checkpoint import load_checkpoint
+from codec.job import train_and_evaluate
+from codec.settings import MODEL_NAMES
+from codec.train import NonFiniteLoss, Trainer
+from codec.tracking import Tracker
+from tests.conftest import REPO, settings_for, subprocess_env, tiny_overrides
+
+CONTRACT = ("model", "lmbda", "N", "M", "dataset", "num_images", "num_pixels", "bits", "bpp", "psnr",
+            "ms_ssim", "enc_time", "dec_time", "per_image")
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_quickstart_run_leaves_checkpoints_results_and_wandb_run(tmp_path, model):
+    settings, values = settings_for(tiny_overrides(tmp_path, f"model={model}", "lmbda=0.025"))
+    run_dir = tmp_path / "run"
+    summary = train_and_evaluate(settings, values, run_dir)
+    assert summary["train_steps"] == 2
+    for name in ("last.pth", "best.pth"):
+        ckpt = load_checkpoint(run_dir / "checkpoints" / name)
+        assert {"state_dict", "optimizer", "aux_optimizer", "scheduler", "epoch", "step", "best_loss", "rng",
+                "config", "wandb_run_id"} <= set(ckpt)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(CONTRACT) <= set(results)
+    assert results["model"] == model and results["lmbda"] == 0.025 and (results["N"], results["M"]) == (8, 12)
+    assert results["num_images"] == 2 and len(results["per_image"]) == 2
+    assert (run_dir / "per_image.csv").read_text().count("\n") == 3
+
+    [wandb_file] = find_runs(run_dir)
+    run = read_run(wandb_file)
+    assert run.state == "finished" and run.run_id == ckpt["wandb_run_id"]
+    assert run.name == f"{model}_lmbda0.025" and run.group == "quickstart"
+    assert set(run.tags) == {model, "high", "quickstart"}
+    assert (run.config["model"], run.config["lmbda"], run.config["N"], run.config["M"], run.config["rate"]) == \
+        (model, 0.025, 8, 12, "high")
+    assert run.config["scheduler"]["name"] in ("plateau", "multistep")
+    for field in ("bpp", "psnr", "ms_ssim", "bits", "enc_time", "dec_time", "num_images"):
+        assert run.summary[field] == pytest.approx(results[field])
+    assert any("train/loss" in h for h in run.history) and any("val/loss" in h for h in run.history)
+
+
+def _run(tmp_path, run_dir, *extra, env=None, check=True):
+    cmd = [sys.executable, "run.py", *tiny_overrides(tmp_path, *extra), f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=subprocess_env(**(env or {})))
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    common = ("model=hyperprior", "trainer.max_steps=4", "trainer.steps_per_epoch=3", "trainer.epochs=5",
+              "eval.max_images=1")
+    _run(tmp_path, tmp_path / "straight", *common)
+    killed = _run(tmp_path, tmp_path / "resumed", *common, check=False,
+                  env={"LIC_SWEEP_KILL_AFTER_STEP": "2", "LIC_SWEEP_CHECKPOINT_EVERY_STEPS": "1"})
+    assert killed.returncode in (-9, 137), killed.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pth")["step"] == 2
+    resumed = _run(tmp_path, tmp_path / "resumed", *common)
+    assert "resuming from" in resumed.stdout
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pth")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pth")
+    assert (a["step"], a["epoch"]) == (b["step"], b["epoch"]) == (4, 1)
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
+    assert a["scheduler"]["milestones"] == b["scheduler"]["milestones"]
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    # the same W&B run, continued (the killed process's records may be lost, its id is not)
+    runs = [read_run(p) for p in find_runs(tmp_path / "resumed")]
+    assert len(runs) == 2 and {r.run_id for r in runs} == {b["wandb_run_id"]}
+    assert runs[-1].state == "finished" and runs[-1].summary["train_steps"] == 4
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIC_SWEEP_CHECKPOINT_EVERY_STEPS", "1")
+    settings, values = settings_for(tiny_overrides(tmp_path, "model=factorized", "trainer.max_steps=5",
+                                                   "trainer.steps_per_epoch=5"))
+    trainer = Trainer(settings, tmp_path / "run", values)
+    calls = {"n": 0}
+    forward = trainer.criterion.forward
+
+    def poisoned(output, target):
+        calls["n"] += 1
+        losses = forward(output, target)
+        if calls["n"] == 3:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer.criterion, "forward", poisoned)
+    tracker = Tracker(settings, tmp_path / "run", values, None)
+    trainer.wandb_id = tracker.run_id
+    with pytest.raises(NonFiniteLoss, match=r"loss became nan at step 3.*last good checkpoint"):
+        try:
+            trainer.fit(tracker)
+        finally:
+            tracker.finish(1)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert read_run(find_runs(tmp_path / "run")[0]).state == "failed"
+
+
+def test_nan_stop_from_the_command_line_exits_cleanly(tmp_path):
+    out = _run(tmp_path, tmp_path / "run", "model=factorized", "optimizer.lr=1e30", "trainer.max_steps=6",
+               "trainer.steps_per_epoch=6", "trainer.clip_max_norm=0", check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error: the loss became" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ddp_with_gloo_two_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py",
+           *tiny_overrides(tmp_path, "model=hyperprior", "device=cpu", "trainer.max_steps=3",
+                           "trainer.steps_per_epoch=3", "data.batch_size=2", "eval.max_images=1"),
+           f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert ckpt["step"] == 3
+    assert len(find_runs(run_dir)) == 1  # rank 0 alone logs
+    assert json.loads((run_dir / "results.json").read_text())["num_images"] == 1
