@@ -81,26 +81,41 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _layout(model, image_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """(number of strings, latent (h, w) for decompress): both follow from the model and image size."""
+    ph, pw = (-(-v // PAD_MULTIPLE) * PAD_MULTIPLE for v in image_hw)
+    if isinstance(model, CheckerboardAutoregressive):
+        return 3, (ph // 64, pw // 64)
+    if isinstance(model, (ScaleHyperprior, JointAutoregressiveHierarchicalPriors)):
+        return 2, (ph // 64, pw // 64)
+    if isinstance(model, FactorizedPrior):
+        return 1, (ph // 16, pw // 16)
+    raise TypeError(f"no bitstream layout for {type(model).__name__}")
+
+
 def pack(enc: Encoded) -> bytes:
-    """Header (image h, w and latent h, w as uint16; string count) then length-prefixed strings."""
+    """Image height and width (uint16 each), then the strings, each but the last length-prefixed.
+    The latent shape and the number of strings follow from the model and the image size."""
     flat = [s[0] for s in enc.strings]  # batch of one
-    parts = [struct.pack(">4H", *enc.image_hw, *enc.latent_hw), _write_varint(len(flat))]
-    for s in flat:
+    parts = [struct.pack(">2H", *enc.image_hw)]
+    for s in flat[:-1]:
         parts += [_write_varint(len(s)), s]
+    parts.append(flat[-1])
     return b"".join(parts)
 
 
-def unpack(data: bytes) -> Encoded:
-    ih, iw, lh, lw = struct.unpack(">4H", data[:8])
-    count, pos = _read_varint(data, 8)
-    strings = []
-    for _ in range(count):
+def unpack(data: bytes, model) -> Encoded:
+    image_hw = struct.unpack(">2H", data[:4])
+    count, latent_hw = _layout(model, image_hw)
+    strings, pos = [], 4
+    for _ in range(count - 1):
         n, pos = _read_varint(data, pos)
+        if pos + n > len(data):
+            raise ValueError(f"bitstream truncated: a string of {n} bytes at offset {pos} runs past the end")
         strings.append([data[pos:pos + n]])
         pos += n
-    if pos != len(data):
-        raise ValueError(f"bitstream has {len(data) - pos} trailing bytes")
-    return Encoded(strings, (lh, lw), (ih, iw))
+    strings.append([data[pos:]])
+    return Encoded(strings, latent_hw, image_hw)
 
 
 def decode_latent(model, enc: Encoded) -> torch.Tensor:

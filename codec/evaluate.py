@@ -111,7 +111,7 @@ def evaluate_model(model, folder: str | Path, device: str | torch.device = "cpu"
         data = pack(encode(model, x))
         _sync(device)
         t1 = time.perf_counter()
-        x_hat, y_hat = decode(model, unpack(data))
+        x_hat, y_hat = decode(model, unpack(data, model))
         _sync(device)
         t2 = time.perf_counter()
         mismatches = decode_mismatches(model, x, y_hat)

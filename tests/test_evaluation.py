@@ -1,0 +1,137 @@
+"""Evaluation with real bitstreams: agreement with CompressAI's eval_model, odd inputs, decode check."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import evaluate as evaluation
+from codec.classical import evaluate_classical
+from codec.errors import LicSweepError
+from codec.evaluate import DecodeMismatch, evaluate_model, list_eval_images, load_model, summarize
+from codec.models import build_model
+from codec.settings import MODEL_NAMES
+from tests.conftest import KODAK, REPO, kodak_crop, small_eval_folder, subprocess_env
+from tests.test_models import _train_a_little
+
+
+def _tiny_trained(name):
+    torch.manual_seed(0)
+    model = build_model(name, 16, 24)
+    _train_a_little(model, kodak_crop(), steps=30, lmbda=0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_agrees_with_compressai_eval_model(tmp_path, name):
+    """bpp within 0.1 percent and PSNR within 0.01 dB of compressai.utils.eval_model's inference."""
+    from compressai.utils.eval_model.__main__ import inference, read_image
+
+    model = _tiny_trained(name)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(KODAK / "kodim04.png", folder / "kodim04.png")  # a full-size (portrait) Kodak image
+
+    ours, _ = evaluate_model(load_model(path)[0], folder)
+    reference_model = load_model(path)[0].eval()
+    reference_model.update(force=True)
+    for row in ours:
+        ref = inference(reference_model, read_image(folder / row.image))
+        assert row.bpp == pytest.approx(ref["bpp"], rel=1e-3)
+        assert row.psnr == pytest.approx(ref["psnr-rgb"], abs=0.01)
+        # our bits are the payload plus a small header; CompressAI counts the payload only
+        assert 0 < row.bits - ref["bpp"] * row.num_pixels <= 8 * 8
+
+
+def test_results_json_and_per_image_csv_from_a_checkpoint_on_the_command_line(tmp_path):
+    model = _tiny_trained("hyperprior")
+    ckpt = tmp_path / "compressai_state_dict.pth"
+    torch.save(model.state_dict(), ckpt)  # a bare state_dict, as CompressAI's tools write
+    run_dir = tmp_path / "eval"
+    out = subprocess.run([sys.executable, "run.py", "task=eval", f"checkpoint={ckpt}",
+                          f"eval.root={small_eval_folder(tmp_path)}", "eval.save_bitstreams=true",
+                          "eval.save_reconstructions=true", f"hydra.run.dir={run_dir}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["model"] == "hyperprior" and (results["N"], results["M"]) == (16, 24)
+    assert results["num_images"] == 2 and results["coding_device"] == "cpu"
+    for row in results["per_image"]:
+        stem = row["image"].removesuffix(".png")
+        assert row["bits"] == 8 * (run_dir / "bitstreams" / f"{stem}.bin").stat().st_size
+        assert Image.open(run_dir / "reconstructions" / f"{stem}.png").size == Image.open(
+            small_eval_folder(tmp_path) / row["image"]).size
+    assert results["bpp"] == pytest.approx(np.mean([r["bits"] / r["num_pixels"] for r in results["per_image"]]))
+
+
+def test_odd_inputs(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    base = Image.open(KODAK / "kodim07.png").crop((0, 0, 201, 177))  # not a multiple of 64
+    base.save(folder / "rgb.png")
+    base.convert("L").save(folder / "gray.png")
+    base.convert("RGBA").save(folder / "rgba.png")
+    (folder / "notes.bin").write_bytes(b"\x00\x01 not an image")
+    model = _tiny_trained("factorized")
+    with pytest.warns(UserWarning, match="skipped 1 non-image file.*notes.bin"):
+        results, skipped = evaluate_model(model, folder)
+    assert sorted(r.image for r in results) == ["gray.png", "rgb.png", "rgba.png"]
+    assert skipped == ["notes.bin"]
+    by_name = {r.image: r for r in results}
+    assert all(r.num_pixels == 201 * 177 for r in results)
+    assert by_name["rgba.png"].psnr == pytest.approx(by_name["rgb.png"].psnr)  # alpha dropped
+    assert summarize(results)["num_images"] == 3
+
+
+def test_empty_folder_and_missing_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LicSweepError, match="holds no PNG or JPEG"):
+        list_eval_images(tmp_path / "empty")
+    with pytest.raises(LicSweepError, match="is not a directory"):
+        list_eval_images(tmp_path / "nowhere")
+    with pytest.raises(LicSweepError, match=r"checkpoint .*missing.pth does not exist"):
+        load_model(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(LicSweepError, match="cannot be read"):
+        load_model(tmp_path / "junk.pth")
+
+
+def test_missing_checkpoint_on_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "run.py", "task=eval", f"checkpoint={tmp_path / 'nope.pth'}",
+                          f"hydra.run.dir={tmp_path / 'eval'}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env=subprocess_env())
+    assert out.returncode == 2 and "nope.pth does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_decode_mismatch_is_an_error_naming_the_image(tmp_path, monkeypatch):
+    model = _tiny_trained("joint_autoregressive")
+    real_decode = evaluation.decode
+
+    def corrupted(model, enc):
+        x_hat, y_hat = real_decode(model, enc)
+        y_hat = y_hat.clone()
+        y_hat[0, 0, 1, 1] += 3
+        return x_hat, y_hat
+
+    monkeypatch.setattr(evaluation, "decode", corrupted)
+    with pytest.raises(DecodeMismatch, match=r"kodim01.png: the decoded latent differs"):
+        evaluate_model(model, small_eval_folder(tmp_path, count=1))
+
+
+def test_classical_anchors_in_the_same_format(tmp_path):
+    low = evaluate_classical("jpeg", 10, small_eval_folder(tmp_path))
+    high = evaluate_classical("webp", 90, small_eval_folder(tmp_path))
+    for r in (low, high):
+        assert {"model", "bpp", "psnr", "ms_ssim", "bits", "enc_time", "dec_time", "per_image"} <= set(r)
+    assert low["model"] == "jpeg" and low["quality"] == 10
+    assert low["bpp"] < high["bpp"] and low["psnr"] < high["psnr"]
+    with pytest.raises(LicSweepError, match="jpeg2000"):
+        evaluate_classical("jpeg2000", 50, small_eval_folder(tmp_path))
