@@ -165,14 +165,16 @@ def coding_device(settings: RunSettings, train_device: torch.device) -> torch.de
     return torch.device("cpu") if settings.eval.entropy_coder_device == "cpu" else train_device
 
 
-def evaluate_run(settings: RunSettings, model, run_dir: Path, tracker) -> dict[str, Any]:
+def evaluate_run(settings: RunSettings, model, run_dir: Path, tracker, **extra) -> dict[str, Any]:
     """After training: evaluate, write results.json and per_image.csv, log to W&B; the summary."""
     device = coding_device(settings, next(model.parameters()).device)
     e = settings.eval
     per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
                                         e.save_reconstructions)
     results = _results(settings.model.name, settings.lmbda, settings.model.N, settings.model.M, e.root,
-                       per_image, skipped, device, rate=settings.rate)
+                       per_image, skipped, device, rate=settings.rate, run_name=settings.run_name,
+                       experiment=settings.experiment_name, group=settings.logger.group,
+                       wandb_run_id=tracker.run_id, **extra)
     write_results(results, run_dir)
     tracker.table("eval/per_image", results["per_image"])
     print(f"evaluated {results['num_images']} images on {device}: bpp {results['bpp']:.4f} "

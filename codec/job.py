@@ -11,11 +11,18 @@ from codec.settings import RunSettings
 
 
 def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Returns the summary of the run (evaluation fields when evaluation ran)."""
+    """Returns the summary of the run (evaluation fields when evaluation ran). A run directory
+    that already finished with the same config is not trained again."""
+    from codec.job_status import config_fingerprint, finished_results
     from codec.tracking import Tracker
     from codec.train import Trainer
 
     run_dir = Path(run_dir)
+    fingerprint = config_fingerprint(config)
+    done = finished_results(run_dir, fingerprint)
+    if done is not None:
+        print(f"{settings.run_name}: already finished in {run_dir}, skipped")
+        return {k: v for k, v in done.items() if k != "per_image"} | {"skipped_as_done": True}
     start = time.monotonic()
     trainer = Trainer(settings, run_dir, config)
     tracker = Tracker(settings, run_dir, config, trainer.wandb_id, enabled=trainer.ddp.is_main)
@@ -33,7 +40,7 @@ def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: s
         if trainer.ddp.is_main and result.stopped_by.startswith("signal"):
             print(f"stopped by {result.stopped_by}: last.pth saved, rerun the same command to resume")
         elif trainer.ddp.is_main:
-            summary |= _evaluate(settings, trainer, tracker, run_dir)
+            summary |= _evaluate(settings, trainer, tracker, run_dir, summary | {"config_fingerprint": fingerprint})
         tracker.summary(summary)
         exit_code = 0
         return summary
@@ -41,12 +48,10 @@ def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: s
         tracker.finish(exit_code)
 
 
-def _evaluate(settings, trainer, tracker, run_dir: Path) -> dict[str, Any]:
-    try:
-        from codec.evaluate import evaluate_run
-    except ImportError:  # evaluation not available in this build
-        return {}
-    return evaluate_run(settings, trainer.model, run_dir, tracker)
+def _evaluate(settings, trainer, tracker, run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    from codec.evaluate import evaluate_run
+
+    return evaluate_run(settings, trainer.model, run_dir, tracker, **extra)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:

@@ -1,0 +1,101 @@
+"""What a run directory says about its job: finished (results.json for this config), failed
+(failed.json), running (a live .running marker), resumable (a checkpoint, no results), pending."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# Settings that do not change what a run computes: a finished run with other values of these
+# still counts as done.
+_VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint"}
+_VOLATILE_NESTED = {("data", "num_workers"), ("trainer", "log_every_steps"),
+                    ("trainer", "checkpoint_every_minutes"), ("eval", "save_bitstreams"),
+                    ("eval", "save_reconstructions"), ("eval", "entropy_coder_device")}
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    kept = {}
+    for key, value in config.items():
+        if key in _VOLATILE or key == "hydra":
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if (key, k) not in _VOLATILE_NESTED}
+        kept[key] = value
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    from codec.job import write_json_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(obj, path)
+
+
+def finished_results(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The stored results if this run directory finished with the same config."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return results if results.get("config_fingerprint") == fingerprint else None
+
+
+def mark_running(run_dir: Path) -> None:
+    _write_json({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                 "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
+    (Path(run_dir) / "failed.json").unlink(missing_ok=True)
+
+
+def clear_running(run_dir: Path) -> None:
+    (Path(run_dir) / ".running").unlink(missing_ok=True)
+
+
+def mark_failed(run_dir: Path, exc: BaseException) -> None:
+    _write_json({"error": f"{type(exc).__name__}: {exc}",
+                 "traceback": "".join(traceback.format_exception(exc))[-5000:],
+                 "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
+    clear_running(run_dir)
+
+
+def _alive(marker: dict) -> bool:
+    if marker.get("host") != socket.gethostname():
+        return True  # another machine (a Slurm node): trust the marker
+    try:
+        os.kill(int(marker["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run_dir: Path, fingerprint: str | None = None) -> str:
+    """done | running | failed | resumable | pending (| stale: results of another config)."""
+    run_dir = Path(run_dir)
+    results = run_dir / "results.json"
+    if results.is_file():
+        if fingerprint is None or finished_results(run_dir, fingerprint) is not None:
+            return "done"
+        return "stale"
+    marker = run_dir / ".running"
+    if marker.is_file():
+        try:
+            if _alive(json.loads(marker.read_text())):
+                return "running"
+        except (OSError, json.JSONDecodeError):
+            pass
+    if (run_dir / "failed.json").is_file():
+        return "failed"
+    if (run_dir / "checkpoints" / "last.pth").is_file():
+        return "resumable"
+    return "pending"
