@@ -51,6 +51,18 @@ def finished_results(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
 
 def mark_running(run_dir: Path) -> None:
+    """Claim the run directory; a live job already in it (another sweep, same run) is an error."""
+    marker = Path(run_dir) / ".running"
+    if marker.is_file():
+        try:
+            other = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            other = {}
+        if other and other.get("pid") != os.getpid() and _alive(other) and other.get("host") == socket.gethostname():
+            from codec.errors import LicSweepError
+
+            raise LicSweepError(f"{run_dir} is in use by process {other['pid']} (another sweep running the same "
+                                "run?); wait for it, or give this sweep another sweep_name")
     _write_json({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                  "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
     (Path(run_dir) / "failed.json").unlink(missing_ok=True)

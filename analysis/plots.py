@@ -1,0 +1,81 @@
+"""Figures: PSNR against bpp (one line per model, like the report's), MS-SSIM (dB) against bpp,
+training curves. PNG and PDF."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.tables import MODEL_ORDER  # noqa: E402
+
+STYLE = {"factorized": ("tab:blue", "o"), "hyperprior": ("tab:orange", "s"),
+         "joint_autoregressive": ("tab:green", "^"), "checkerboard": ("tab:red", "D")}
+
+
+def _save(fig, out_dir: Path, name: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / f"{name}.png", dpi=150, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    plt.close(fig)
+    return out_dir / f"{name}.png"
+
+
+def _models(runs: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(runs["model"]))
+    return [m for m in MODEL_ORDER if m in present] + [m for m in present if m not in MODEL_ORDER]
+
+
+def ms_ssim_db(values) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    return -10 * np.log10(np.clip(1 - v, 1e-10, None))
+
+
+def rd_plot(runs: pd.DataFrame, out_dir: Path, name: str = "rd_psnr", metric: str = "psnr",
+            references: dict[str, pd.DataFrame] | None = None, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for model in _models(runs):
+        g = runs[runs["model"] == model].sort_values("bpp")
+        y = g["psnr"] if metric == "psnr" else ms_ssim_db(g["ms_ssim"])
+        color, marker = STYLE.get(model, (None, "x"))
+        ax.plot(g["bpp"], y, marker=marker, color=color, label=model)
+        for _, row in g.iterrows():
+            ax.annotate(f"{row['lmbda']:g}", (row["bpp"], row["psnr"] if metric == "psnr" else ms_ssim_db(row["ms_ssim"])),
+                        textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)
+    for label, curve in (references or {}).items():
+        if metric == "ms_ssim" and "ms_ssim" not in curve:
+            continue
+        y = curve["psnr"] if metric == "psnr" else ms_ssim_db(curve["ms_ssim"])
+        ax.plot(curve["bpp"], y, linestyle="--", linewidth=1, marker=".", label=label, alpha=0.8)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "MS-SSIM (dB)")
+    ax.set_title(title or ("Rate-distortion, Kodak" if metric == "psnr" else "MS-SSIM, Kodak"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, name)
+
+
+def training_curves(curves: dict[str, pd.DataFrame], out_dir: Path, name: str = "training_curves") -> Path | None:
+    if not curves:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, frame in sorted(curves.items()):
+        if "train/loss" in frame:
+            t = frame.dropna(subset=["train/loss"])
+            a.plot(t["_step"], t["train/loss"], label=run, linewidth=1)
+        if "val/loss" in frame:
+            v = frame.dropna(subset=["val/loss"])
+            b.plot(v["_step"], v["val/loss"], marker=".", label=run, linewidth=1)
+    for ax, title in ((a, "training loss"), (b, "validation loss")):
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    b.legend(fontsize=5, ncol=2)
+    return _save(fig, out_dir, name)

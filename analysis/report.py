@@ -1,0 +1,79 @@
+"""The report folder of a sweep: RD figures, the Part 3 table, BD-rate, complexity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.anchors import load_anchors
+from analysis.plots import rd_plot, training_curves
+from analysis.sources import history, load_runs
+from analysis.tables import bd_table, complexity_for_runs, part3_table, write_table
+
+
+def classical_curves(root: Path) -> dict[str, pd.DataFrame]:
+    """JPEG/WebP results written by `run.py task=classical` under root, as curves."""
+    points: dict[str, list] = {}
+    for path in sorted(Path(root).rglob("classical/*/results.json")):
+        r = json.loads(path.read_text())
+        points.setdefault(r["model"].upper(), []).append({"bpp": r["bpp"], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"]})
+    return {f"{codec} (same images)": pd.DataFrame(p).sort_values("bpp") for codec, p in points.items()}
+
+
+def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str = "offline",
+                 reference: str = "factorized", with_anchors: bool = True, complexity: bool = True,
+                 log_to_wandb: bool = False, **online) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    runs = load_runs(source, runs_root, **online)
+    frame = runs.frame
+    for line in runs.left_out:
+        print(f"left out: {line}")
+    classical = classical_curves(Path(runs_root)) if runs_root else {}
+    anchors = load_anchors() if with_anchors else {}
+
+    written: dict[str, Any] = {"runs": len(frame), "left_out": runs.left_out}
+    written["rd_plot"] = rd_plot(frame, out_dir, "rd_psnr", references=classical)
+    written["ms_ssim_plot"] = rd_plot(frame, out_dir, "rd_ms_ssim", metric="ms_ssim", references=classical)
+    if anchors:
+        written["rd_plot_anchors"] = rd_plot(frame, out_dir, "rd_psnr_with_anchors", references={**classical, **anchors},
+                                             title="Rate-distortion, Kodak, with published anchors")
+    if runs_root and source == "offline":
+        written["training_curves"] = training_curves(history(runs_root), out_dir)
+
+    part3 = part3_table(frame)
+    written["results_table"] = write_table(part3, out_dir, "results")["md"]
+    frame.to_csv(out_dir / "runs.csv", index=False)
+    bd_ref = reference if reference in set(frame["model"]) or reference in anchors else frame["model"].iloc[0]
+    bd = bd_table(frame, reference=bd_ref, anchors=anchors)
+    written["bd_table"] = write_table(bd, out_dir, "bd_rate", floatfmt=".2f")["md"]
+    if anchors and "CompressAI bmshj2018-hyperprior" in anchors:
+        write_table(bd_table(frame, "CompressAI bmshj2018-hyperprior", anchors), out_dir, "bd_rate_vs_compressai",
+                    floatfmt=".2f")
+    if complexity:
+        written["complexity_table"] = write_table(complexity_for_runs(frame), out_dir, "complexity", ".0f")["md"]
+
+    print(part3.to_markdown(index=False, floatfmt=".4f"))
+    print()
+    print(bd.to_markdown(index=False, floatfmt=".2f"))
+    if log_to_wandb:
+        _log_report(written, part3, bd, online.get("project", "lic-sweep"))
+    return written
+
+
+def _log_report(written: dict[str, Any], part3: pd.DataFrame, bd: pd.DataFrame, project: str) -> None:
+    import os
+
+    import wandb
+
+    run = wandb.init(project=project, job_type="analysis", mode=os.environ.get("WANDB_MODE", "offline"),
+                     name="analysis", reinit="finish_previous")
+    try:
+        for key in ("rd_plot", "ms_ssim_plot", "rd_plot_anchors", "training_curves"):
+            if written.get(key):
+                run.log({key: wandb.Image(str(written[key]))})
+        run.log({"results": wandb.Table(dataframe=part3), "bd_rate": wandb.Table(dataframe=bd)})
+    finally:
+        run.finish()

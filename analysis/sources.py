@@ -1,0 +1,134 @@
+"""Logged runs as one pandas DataFrame, one row per run, from offline W&B run files, a W&B
+project online, or run directories' results.json. Unfinished and crashed runs are listed apart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.wandb_offline import find_runs, read_run
+from codec.errors import LicSweepError
+
+COLUMNS = ["model", "lmbda", "N", "M", "rate", "bpp", "psnr", "ms_ssim", "bits", "num_pixels", "num_images",
+           "enc_time", "dec_time", "run_id", "group", "state", "source"]
+REQUIRED = ["model", "lmbda", "bpp", "psnr"]
+
+
+@dataclass
+class Runs:
+    frame: pd.DataFrame
+    left_out: list[str] = field(default_factory=list)  # "name: why"
+    looked_in: str = ""
+
+
+def _row(values: dict, **extra) -> dict:
+    return {c: values.get(c) for c in COLUMNS} | extra
+
+
+def _finish(rows: list[dict], left_out: list[str], where: str) -> Runs:
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.empty:
+        raise LicSweepError(f"no finished runs found in {where}" + (f" ({len(left_out)} left out: "
+                            + "; ".join(left_out[:5]) + ")" if left_out else ""))
+    frame = frame.sort_values(["model", "lmbda"]).reset_index(drop=True)
+    return Runs(frame, left_out, where)
+
+
+def _missing(values: dict) -> list[str]:
+    return [k for k in REQUIRED if values.get(k) is None]
+
+
+def from_offline_wandb(root: str | Path) -> Runs:
+    """Every offline W&B run under `root`; the latest file per run id wins (a resumed run)."""
+    files = find_runs(root)
+    if not files:
+        raise LicSweepError(f"no offline W&B runs (wandb/offline-run-*/run-*.wandb) under {root}")
+    latest: dict[str, object] = {}
+    for path in files:
+        run = read_run(path)
+        if run.run_id not in latest or path.parent.name > latest[run.run_id].path.parent.name:
+            latest[run.run_id] = run
+    rows, left_out = [], []
+    for run in latest.values():
+        if run.config.get("task") not in (None, "train"):
+            continue
+        values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state}
+        if run.state != "finished":
+            left_out.append(f"{run.name or run.run_id}: {run.state} ({run.path})")
+        elif _missing(values):
+            left_out.append(f"{run.name}: lacks {', '.join(_missing(values))} ({run.path})")
+        else:
+            rows.append(_row(values, source="wandb-offline"))
+    return _finish(rows, left_out, str(root))
+
+
+def from_results(root: str | Path) -> Runs:
+    """Every results.json under `root` (run directories), classical anchors excluded."""
+    files = sorted(p for p in Path(root).rglob("results.json") if "classical" not in p.parts)
+    if not files:
+        raise LicSweepError(f"no results.json under {root}")
+    rows, left_out = [], []
+    for path in files:
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            left_out.append(f"{path}: unreadable ({exc})")
+            continue
+        if _missing(values):
+            left_out.append(f"{path}: lacks {', '.join(_missing(values))}")
+            continue
+        rows.append(_row(values | {"state": "finished", "run_id": values.get("wandb_run_id")}, source="results.json"))
+    return _finish(rows, left_out, str(root))
+
+
+def from_wandb_api(project: str, entity: str | None = None, group: str | None = None,
+                   tags: list[str] | None = None) -> Runs:
+    """Runs of a W&B project online (needs `wandb login`), filtered by group and tags."""
+    import wandb
+
+    filters: dict = {}
+    if group:
+        filters["group"] = group
+    if tags:
+        filters["tags"] = {"$in": tags}
+    path = f"{entity}/{project}" if entity else project
+    try:
+        api_runs = wandb.Api().runs(path, filters=filters)
+    except Exception as exc:
+        raise LicSweepError(f"cannot read W&B project {path}: {exc}") from None
+    rows, left_out = [], []
+    for run in api_runs:
+        values = {**dict(run.config), **dict(run.summary), "run_id": run.id, "group": run.group, "state": run.state}
+        if run.state != "finished":
+            left_out.append(f"{run.name}: {run.state}")
+        elif _missing(values):
+            left_out.append(f"{run.name}: lacks {', '.join(_missing(values))}")
+        else:
+            rows.append(_row(values, source="wandb-api"))
+    return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})")
+
+
+def load_runs(source: str, root: str | Path | None = None, **online) -> Runs:
+    if source == "offline":
+        return from_offline_wandb(root)
+    if source == "results":
+        return from_results(root)
+    if source == "online":
+        return from_wandb_api(**online)
+    raise LicSweepError(f"source={source!r} is not valid; choose offline, online or results")
+
+
+def history(root: str | Path) -> dict[str, pd.DataFrame]:
+    """Training history per run name, from offline W&B files (the latest file per run id)."""
+    curves: dict[str, pd.DataFrame] = {}
+    for path in find_runs(root):
+        run = read_run(path)
+        rows = [h for h in run.history if "train/loss" in h or "val/loss" in h]
+        if rows:
+            key = run.name or run.run_id
+            frame = pd.DataFrame(rows)
+            curves[key] = pd.concat([curves[key], frame]) if key in curves else frame
+    return curves

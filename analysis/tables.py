@@ -1,0 +1,89 @@
+"""Tables: the report's Part 3 table per model, BD-rate / BD-PSNR, complexity; each as
+markdown, CSV and LaTeX."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PART3_COLUMNS = {"model": "model", "lmbda": "lambda", "num_pixels": "pixels", "bits": "bits", "bpp": "bpp",
+                 "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "enc_time": "encode (s)", "dec_time": "decode (s)"}
+MODEL_ORDER = ["factorized", "hyperprior", "joint_autoregressive", "checkerboard"]
+
+
+def part3_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model and lambda: pixels, bits (mean per image), bpp, PSNR, MS-SSIM, encode and decode time."""
+    frame = runs[list(PART3_COLUMNS)].copy()
+    frame["model"] = pd.Categorical(frame["model"], [m for m in MODEL_ORDER if m in set(frame["model"])]
+                                    + sorted(set(frame["model"]) - set(MODEL_ORDER)))
+    frame = frame.sort_values(["model", "lmbda"]).rename(columns=PART3_COLUMNS)
+    frame["model"] = frame["model"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def bd_metrics(curve_ref: pd.DataFrame, curve_test: pd.DataFrame, method: str = "pchip") -> tuple[float, float, str]:
+    """(BD-rate %, BD-PSNR dB, note) with the bjontegaard package; NaN and a note where it cannot."""
+    import bjontegaard as bd
+
+    ref = curve_ref.sort_values("bpp")
+    test = curve_test.sort_values("bpp")
+    if min(len(ref), len(test)) < 2:
+        return math.nan, math.nan, f"too few points ({len(test)} vs {len(ref)}; at least 2 needed)"
+    note = "" if min(len(ref), len(test)) >= 4 else f"only {min(len(ref), len(test))} points (4 is the usual minimum)"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rate = bd.bd_rate(ref["bpp"].values, ref["psnr"].values, test["bpp"].values, test["psnr"].values,
+                              method=method, require_matching_points=False)
+            psnr = bd.bd_psnr(ref["bpp"].values, ref["psnr"].values, test["bpp"].values, test["psnr"].values,
+                              method=method, require_matching_points=False)
+        if caught:
+            note = "; ".join(filter(None, [note, str(caught[0].message).split("\n")[0]]))
+        return float(rate), float(psnr), note
+    except Exception as exc:  # non-monotonic curves, no overlap
+        return math.nan, math.nan, f"not computable: {exc}"
+
+
+def bd_table(runs: pd.DataFrame, reference: str = "factorized", anchors: dict[str, pd.DataFrame] | None = None,
+             method: str = "pchip") -> pd.DataFrame:
+    """BD-rate and BD-PSNR of every model against `reference` (a model in the runs or an anchor name)."""
+    curves = {m: g[["bpp", "psnr"]] for m, g in runs.groupby("model")}
+    pool = {**(anchors or {}), **curves}
+    if reference not in pool:
+        raise KeyError(f"reference {reference!r} is neither a model in the runs nor an anchor: {', '.join(pool)}")
+    rows = []
+    for model, curve in curves.items():
+        rate, psnr, note = bd_metrics(pool[reference], curve, method)
+        rows.append({"model": model, "reference": reference, "points": len(curve),
+                     "BD-rate (%)": rate, "BD-PSNR (dB)": psnr, "note": note})
+    return pd.DataFrame(rows)
+
+
+def complexity_for_runs(runs: pd.DataFrame, batch: int = 64, size: int = 256) -> pd.DataFrame:
+    """thop params/MACs (and true params) for every (model, N, M) in the runs, at the report's input."""
+    from codec.complexity import measure
+
+    rows = []
+    for (model, N, M), _ in runs.groupby(["model", "N", "M"]):
+        c = measure(model, int(N), int(M), batch=batch, height=size, width=size)
+        rows.append({"model": model, "N": int(N), "M": int(M), "input": c.input, "thop params": c.thop_params,
+                     "true params": c.true_params, "thop MACs": c.thop_macs, "MACs/pixel": round(c.macs_per_pixel)})
+    return pd.DataFrame(rows)
+
+
+def write_table(frame: pd.DataFrame, out_dir: Path, name: str, floatfmt: str = ".4f") -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / f"{name}.csv", "md": out_dir / f"{name}.md", "tex": out_dir / f"{name}.tex"}
+    frame.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(frame.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    paths["tex"].write_text(frame.to_latex(index=False, float_format=lambda v: f"{v:{floatfmt}}"))
+    return paths
+
+
+def mean_or_nan(values) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else math.nan

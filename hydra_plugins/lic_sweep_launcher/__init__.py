@@ -1,0 +1,1 @@
+"""lic-sweep's Hydra launcher for one machine: one job per GPU, the rest queued."""

@@ -1,0 +1,120 @@
+"""analysis: real offline W&B runs written with the wandb library, read back into tables and figures."""
+
+import json
+import math
+
+import bjontegaard as bd
+import pandas as pd
+import pytest
+import wandb
+
+from analysis.__main__ import main as analysis_main
+from analysis.report import build_report
+from analysis.sources import from_offline_wandb, from_results
+from analysis.tables import bd_table, part3_table
+from codec.errors import LicSweepError
+
+# Two models, four lambdas: invented but plausible RD points.
+POINTS = {
+    "factorized": [(0.0067, 0.30, 29.5), (0.013, 0.45, 31.1), (0.025, 0.65, 32.8), (0.0483, 0.95, 34.7)],
+    "hyperprior": [(0.0067, 0.28, 29.9), (0.013, 0.42, 31.6), (0.025, 0.62, 33.4), (0.0483, 0.90, 35.3)],
+}
+
+
+def _log_run(root, model, lmbda, bpp, psnr, exit_code=0, summary=True):
+    run = wandb.init(mode="offline", dir=str(root), project="lic-sweep", group="quickstart",
+                     name=f"{model}_lmbda{lmbda}", tags=[model, "low", "quickstart"],
+                     config={"model": model, "lmbda": lmbda, "N": 8, "M": 12, "rate": "low", "task": "train"},
+                     reinit="finish_previous")
+    for step in range(1, 4):
+        run.log({"train/loss": 10.0 / step, "train/bpp": bpp}, step=step)
+    run.log({"val/loss": 3.0}, step=3)
+    if summary:
+        run.summary.update({"bpp": bpp, "psnr": psnr, "ms_ssim": 0.95, "bits": bpp * 393216, "num_pixels": 393216,
+                            "num_images": 24, "enc_time": 0.1, "dec_time": 0.2})
+    run.finish(exit_code=exit_code)
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    for model, points in POINTS.items():
+        for lmbda, bpp, psnr in points:
+            _log_run(root / f"{model}_{lmbda}", model, lmbda, bpp, psnr)
+    _log_run(root / "crashed", "checkerboard", 0.013, 0.4, 30.0, exit_code=1)
+    _log_run(root / "incomplete", "checkerboard", 0.025, 0.6, 31.0, summary=False)
+    return root
+
+
+def test_offline_runs_become_one_row_per_finished_run(runs_root):
+    runs = from_offline_wandb(runs_root)
+    frame = runs.frame
+    assert len(frame) == 8 and set(frame["model"]) == set(POINTS)
+    row = frame[(frame["model"] == "hyperprior") & (frame["lmbda"] == 0.025)].iloc[0]
+    assert (row["bpp"], row["psnr"], row["N"], row["M"], row["group"], row["state"]) == \
+        (0.62, 33.4, 8, 12, "quickstart", "finished")
+    assert any("checkerboard_lmbda0.013: failed" in s for s in runs.left_out)
+    assert any("checkerboard_lmbda0.025: lacks bpp, psnr" in s for s in runs.left_out)
+
+
+def test_part3_table_values(runs_root):
+    table = part3_table(from_offline_wandb(runs_root).frame)
+    assert list(table.columns) == ["model", "lambda", "pixels", "bits", "bpp", "PSNR (dB)", "MS-SSIM",
+                                   "encode (s)", "decode (s)"]
+    assert list(table["model"][:4]) == ["factorized"] * 4
+    first = table.iloc[0]
+    assert (first["lambda"], first["bpp"], first["PSNR (dB)"], first["pixels"]) == (0.0067, 0.30, 29.5, 393216)
+    assert first["bits"] == pytest.approx(0.30 * 393216)
+
+
+def test_bd_rate_matches_the_bjontegaard_package(runs_root):
+    frame = from_offline_wandb(runs_root).frame
+    table = bd_table(frame, reference="factorized").set_index("model")
+    f = pd.DataFrame(POINTS["factorized"], columns=["l", "bpp", "psnr"])
+    h = pd.DataFrame(POINTS["hyperprior"], columns=["l", "bpp", "psnr"])
+    expected_rate = bd.bd_rate(f.bpp, f.psnr, h.bpp, h.psnr, method="pchip", require_matching_points=False)
+    expected_psnr = bd.bd_psnr(f.bpp, f.psnr, h.bpp, h.psnr, method="pchip", require_matching_points=False)
+    assert table.loc["hyperprior", "BD-rate (%)"] == pytest.approx(expected_rate)
+    assert table.loc["hyperprior", "BD-PSNR (dB)"] == pytest.approx(expected_psnr)
+    assert table.loc["hyperprior", "BD-rate (%)"] < 0  # better than the reference
+    assert table.loc["factorized", "BD-rate (%)"] == pytest.approx(0, abs=1e-9)
+
+
+def test_too_few_points_for_bd_rate_are_reported():
+    frame = pd.DataFrame({"model": ["a", "a", "a", "b"], "bpp": [0.2, 0.4, 0.8, 0.3], "psnr": [28, 30, 33, 29]})
+    table = bd_table(frame, reference="a").set_index("model")
+    assert math.isnan(table.loc["b", "BD-rate (%)"]) and "too few points" in table.loc["b", "note"]
+    assert "only 3 points" in table.loc["a", "note"]
+
+
+def test_report_writes_figures_and_tables(runs_root, tmp_path):
+    written = build_report(runs_root, tmp_path / "report", complexity=True)
+    for name in ("rd_psnr", "rd_ms_ssim", "rd_psnr_with_anchors", "training_curves"):
+        assert (tmp_path / "report" / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / "report" / f"{name}.pdf").is_file()
+    for name in ("results", "bd_rate", "bd_rate_vs_compressai", "complexity"):
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "report" / f"{name}.{ext}").is_file()
+    assert written["runs"] == 8
+    complexity = pd.read_csv(tmp_path / "report" / "complexity.csv")
+    assert set(complexity["model"]) == set(POINTS) and (complexity["true params"] > complexity["thop params"]).all()
+
+
+def test_results_json_fallback(tmp_path):
+    for model, points in POINTS.items():
+        for lmbda, bpp, psnr in points:
+            d = tmp_path / f"{model}_{lmbda}"
+            d.mkdir()
+            (d / "results.json").write_text(json.dumps({"model": model, "lmbda": lmbda, "bpp": bpp, "psnr": psnr,
+                                                        "N": 8, "M": 12}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text(json.dumps({"model": "x"}))
+    runs = from_results(tmp_path)
+    assert len(runs.frame) == 8 and any("lacks lmbda, bpp, psnr" in s for s in runs.left_out)
+
+
+def test_no_runs_found_says_where_it_looked(tmp_path, capsys):
+    with pytest.raises(LicSweepError, match=f"no offline W&B runs .* under {tmp_path}"):
+        from_offline_wandb(tmp_path)
+    assert analysis_main([str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err

@@ -1,0 +1,72 @@
+"""The sweep through a real one-node Slurm cluster (submitit_slurm), including a requeue.
+
+Needs the cluster that .ci/slurm/start.sh starts (munged, slurmctld, slurmd on 127.0.0.1);
+skipped where `sinfo` finds no idle node."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, subprocess_env, tiny_overrides
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster (.ci/slurm/start.sh)")]
+
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20", "device=cpu", "data.num_workers=0"]
+
+
+def _sweep_cmd(tmp_path, *extra):
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps_per"))]
+    return [sys.executable, "sweep.py", "--no-analysis", *overrides, *SLURM, "eval.max_images=1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
+
+
+def _results(tmp_path):
+    return {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep" / "runs").glob("*/results.json")}
+
+
+def test_grid_through_submitit_slurm(tmp_path):
+    out = subprocess.run(_sweep_cmd(tmp_path, "model=factorized,hyperprior", "lmbda=0.013", "trainer.max_steps=3",
+                                    "trainer.steps_per_epoch=3"),
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env=subprocess_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert set(results) == {"factorized_lmbda0.013", "hyperprior_lmbda0.013"}
+    logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert len(logs) == 2  # each grid point ran as its own Slurm job
+
+
+def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
+    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60")
+    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=subprocess_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="1"))
+    ckpt = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013" / "checkpoints" / "last.pth"
+    try:
+        deadline = time.time() + 300
+        while not ckpt.exists():
+            assert time.time() < deadline and sweep.poll() is None, "the job never wrote a checkpoint"
+            time.sleep(0.5)
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        assert jobs, "no Slurm job in the queue"
+        subprocess.run(["scontrol", "requeue", jobs[0]], check=True, timeout=30)
+        output, _ = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, output[-4000:]
+    results = _results(tmp_path)["hyperprior_lmbda0.013"]
+    assert results["train_steps"] == 60
+    job_logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert "resuming from" in job_logs

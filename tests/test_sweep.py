@@ -1,0 +1,133 @@
+"""sweep.py: small multiruns with the basic and the local launcher, idempotency, failures, status."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hydra_plugins.lic_sweep_launcher.slots import SlotPool, make_slots
+from sweep import plan
+from tests.conftest import REPO, subprocess_env, tiny_overrides
+
+
+def _sweep(tmp_path, *args, timeout=600):
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps_per"))]
+    cmd = [sys.executable, "sweep.py", *args, *overrides, "trainer.max_steps=3", "trainer.steps_per_epoch=3",
+           "eval.max_images=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+
+
+def _results(tmp_path):
+    return {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep" / "runs").glob("*/results.json")}
+
+
+GRID = ("model=factorized,hyperprior", "lmbda=0.0067,0.0483")
+RUNS = {"factorized_lmbda0.0067", "factorized_lmbda0.0483", "hyperprior_lmbda0.0067", "hyperprior_lmbda0.0483"}
+
+
+def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
+    out = _sweep(tmp_path, *GRID)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = _results(tmp_path)
+    assert set(results) == RUNS
+    assert {r["group"] for r in results.values()} == {"quickstart"}
+    assert "RD plot:" in out.stdout and (tmp_path / "sweep" / "report" / "rd_psnr.png").is_file()
+    assert "4 done of 4 runs" in out.stdout
+
+    # a finished run is skipped; one with a checkpoint but no results resumes; a failed one reruns
+    (tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.0483" / "results.json").unlink()
+    out = _sweep(tmp_path, *GRID)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("already finished") == 3
+    assert "resuming from" in out.stdout and "4 done of 4 runs" in out.stdout
+
+    status = _sweep(tmp_path, "status", *GRID)
+    assert status.returncode == 0 and "4 done of 4 runs" in status.stdout
+
+
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    broken = tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067" / "checkpoints" / "last.pth"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")  # the first job fails when it tries to resume
+    out = _sweep(tmp_path, "model=factorized", "lmbda=0.0067,0.013", "--no-analysis")
+    assert out.returncode == 1
+    assert set(_results(tmp_path)) == {"factorized_lmbda0.013"}
+    failed = json.loads((tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067" / "failed.json").read_text())
+    assert "last.pth cannot be read" in failed["error"]
+    assert "not done: factorized_lmbda0.0067 (failed)" in out.stdout and "failed.json" in out.stdout
+    assert broken.read_bytes() == b"not a checkpoint"  # nothing overwritten
+
+
+def test_an_invalid_grid_point_fails_before_any_work(tmp_path):
+    out = _sweep(tmp_path, "model=factorized", "lmbda=-1,0.013")
+    assert out.returncode == 2 and "lmbda=-1 must be positive" in out.stderr
+    assert not (tmp_path / "sweep" / "runs").exists()
+
+
+def test_local_launcher_runs_jobs_side_by_side_on_cpu(tmp_path):
+    out = _sweep(tmp_path, *GRID, "hydra/launcher=local", "hydra.launcher.cpu_jobs=2", "--no-analysis")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert set(_results(tmp_path)) == RUNS
+    schedule = [json.loads(l) for l in (tmp_path / "sweep" / "launcher_schedule.jsonl").read_text().splitlines()]
+    assert {s["slot"] for s in schedule} == {"cpu0", "cpu1"}
+    _assert_no_slot_shared(schedule)
+    overlap = any(a["start"] < b["end"] and b["start"] < a["end"] for a in schedule for b in schedule if a is not b)
+    assert overlap  # two jobs did run at once
+
+
+def _assert_no_slot_shared(schedule):
+    for a in schedule:
+        for b in schedule:
+            if a is not b and a["slot"] == b["slot"]:
+                assert a["end"] <= b["start"] or b["end"] <= a["start"], (a, b)
+
+
+def test_local_launcher_gives_each_running_job_its_own_gpu(tmp_path):
+    """Two fake GPUs, four jobs: never two running jobs on one GPU, the rest queued."""
+    out = _sweep(tmp_path, *GRID, "hydra/launcher=local", "hydra.launcher.gpus=[0,1]", "device=cpu",
+                 "--no-analysis")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    schedule = [json.loads(l) for l in (tmp_path / "sweep" / "launcher_schedule.jsonl").read_text().splitlines()]
+    assert len(schedule) == 4 and {s["slot"] for s in schedule} == {"gpu0", "gpu1"}
+    _assert_no_slot_shared(schedule)
+
+
+def test_slot_pool_assignment():
+    slots = make_slots(["0", "1", "3"])
+    assert [dict(s.env)["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1", "3"]
+    pool = SlotPool(slots)
+    held = [pool.acquire() for _ in range(3)]
+    assert pool.acquire() is None  # the fourth job waits
+    assert len({s.name for s in held}) == 3
+    pool.release(held[1])
+    again = pool.acquire()
+    assert again == held[1] and pool.acquire() is None
+    with pytest.raises(RuntimeError):
+        pool.release(held[1]) or pool.release(held[1])
+    cpu = make_slots([], cpu_jobs=2, cpu_count=8)
+    assert [dict(s.env)["OMP_NUM_THREADS"] for s in cpu] == ["4", "4"]
+    assert [dict(s.env)["CUDA_VISIBLE_DEVICES"] for s in make_slots(["0"], jobs_per_gpu=2)] == ["0", "0"]
+
+
+def test_run_directories_are_distinct_per_point_and_per_sweep(tmp_path):
+    a = plan(["model=factorized,hyperprior", "lmbda=0.0067,0.0483", "sweep_name=a"])
+    b = plan(["model=factorized,hyperprior", "lmbda=0.0067,0.0483", "sweep_name=b"])
+    dirs_a, dirs_b = {r["run_dir"] for r in a}, {r["run_dir"] for r in b}
+    assert len(dirs_a) == 4 and len(dirs_b) == 4 and not dirs_a & dirs_b
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    from codec import job_status
+    from codec.errors import LicSweepError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".running").write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname()}))
+        with pytest.raises(LicSweepError, match=f"in use by process {holder.pid}"):
+            job_status.mark_running(tmp_path)
+        assert job_status.run_state(tmp_path) == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert job_status.run_state(tmp_path) == "pending"
