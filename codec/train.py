@@ -250,6 +250,20 @@ class Trainer:
         if not torch.allclose(mine, reference, rtol=1e-5, atol=1e-6):
             raise RuntimeError(f"rank {self.ddp.rank}: weights differ from rank 0 after training")
 
+    def _hand_over_signal(self, previous) -> None:
+        """After last.pth is saved: let the job system finish its part of the signal.
+
+        submitit's SIGUSR2 handler (time-out, preemption) requeues the job and exits. A Slurm
+        requeue (`scontrol requeue`) or preemption sends SIGTERM and kills the job a little later:
+        returning now would let submitit record the job as finished, so wait for the kill; the
+        requeued job resumes from last.pth."""
+        if callable(previous):
+            previous(self._stop_signal, None)
+        if os.environ.get("SLURM_JOB_ID") and self._stop_signal == signal.SIGTERM:
+            tqdm.write("SIGTERM in a Slurm job: last.pth saved, waiting for Slurm to end and requeue the job")
+            while True:
+                time.sleep(60)
+
     def _on_signal(self, signum, _frame):
         self._stop_signal = signum
 
@@ -260,7 +274,7 @@ class Trainer:
         last: dict[str, float] = {}
         kill_after = int(os.environ.get("LIC_SWEEP_KILL_AFTER_STEP", "0"))  # fault injection for tests
         every_steps = int(os.environ.get("LIC_SWEEP_CHECKPOINT_EVERY_STEPS", "0"))
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)} \
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)} \
             if self.ddp.world_size == 1 and _main_thread() else {}
         last_save = time.monotonic()
         try:
@@ -295,6 +309,7 @@ class Trainer:
                 bar.close()
                 if self._stop_signal:
                     self.save("last.pth")
+                    self._hand_over_signal(old_handlers.get(self._stop_signal))
                     stopped_by = f"signal {signal.Signals(self._stop_signal).name}"
                     break
                 epoch_done = self.batch_in_epoch >= batches

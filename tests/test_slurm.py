@@ -58,9 +58,8 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
         while not ckpt.exists():
             assert time.time() < deadline and sweep.poll() is None, "the job never wrote a checkpoint"
             time.sleep(0.5)
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-        assert jobs, "no Slurm job in the queue"
-        subprocess.run(["scontrol", "requeue", jobs[0]], check=True, timeout=30)
+        [job_folder] = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()]  # the job id
+        subprocess.run(["scontrol", "requeue", job_folder.name], check=True, timeout=30)
         output, _ = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
