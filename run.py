@@ -58,6 +58,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         job_status.mark_running(run_dir)
         try:
             summary = train_and_evaluate(settings, values, run_dir)
+        except (KeyboardInterrupt, SystemExit):
+            job_status.clear_running(run_dir)  # interrupted, resumable from last.pth
+            raise
         except BaseException as exc:
             job_status.mark_failed(run_dir, exc)
             raise

@@ -56,13 +56,18 @@ def from_offline_wandb(root: str | Path) -> Runs:
         if run.config.get("task") not in (None, "train"):
             continue
         values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state}
-        if run.state != "finished":
-            left_out.append(f"{run.name or run.run_id}: {run.state} ({run.path})")
-        elif _missing(values):
-            left_out.append(f"{run.name}: lacks {', '.join(_missing(values))} ({run.path})")
-        else:
-            rows.append(_row(values, source="wandb-offline"))
+        _sort_run(values, f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline", rows, left_out)
     return _finish(rows, left_out, str(root))
+
+
+def _sort_run(values: dict, name: str, where: str, source: str, rows: list, left_out: list) -> None:
+    """A finished run with the required fields becomes a row; any other is listed as left out."""
+    if values["state"] != "finished":
+        left_out.append(f"{name}: {values['state']}{where}")
+    elif _missing(values):
+        left_out.append(f"{name}: lacks {', '.join(_missing(values))}{where}")
+    else:
+        rows.append(_row(values, source=source))
 
 
 def from_results(root: str | Path) -> Runs:
@@ -102,12 +107,7 @@ def from_wandb_api(project: str, entity: str | None = None, group: str | None = 
     rows, left_out = [], []
     for run in api_runs:
         values = {**dict(run.config), **dict(run.summary), "run_id": run.id, "group": run.group, "state": run.state}
-        if run.state != "finished":
-            left_out.append(f"{run.name}: {run.state}")
-        elif _missing(values):
-            left_out.append(f"{run.name}: lacks {', '.join(_missing(values))}")
-        else:
-            rows.append(_row(values, source="wandb-api"))
+        _sort_run(values, run.name, "", "wandb-api", rows, left_out)
     return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})")
 
 

@@ -50,8 +50,15 @@ def finished_results(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return results if results.get("config_fingerprint") == fingerprint else None
 
 
+def _is_rank_zero() -> bool:
+    """Under torchrun only rank 0 keeps the run directory's status files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def mark_running(run_dir: Path) -> None:
     """Claim the run directory; a live job already in it (another sweep, same run) is an error."""
+    if not _is_rank_zero():
+        return
     marker = Path(run_dir) / ".running"
     if marker.is_file():
         try:
@@ -69,10 +76,13 @@ def mark_running(run_dir: Path) -> None:
 
 
 def clear_running(run_dir: Path) -> None:
-    (Path(run_dir) / ".running").unlink(missing_ok=True)
+    if _is_rank_zero():
+        (Path(run_dir) / ".running").unlink(missing_ok=True)
 
 
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
+    if not _is_rank_zero():
+        return
     _write_json({"error": f"{type(exc).__name__}: {exc}",
                  "traceback": "".join(traceback.format_exception(exc))[-5000:],
                  "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")

@@ -256,13 +256,18 @@ class Trainer:
         submitit's SIGUSR2 handler (time-out, preemption) requeues the job and exits. A Slurm
         requeue (`scontrol requeue`) or preemption sends SIGTERM and kills the job a little later:
         returning now would let submitit record the job as finished, so wait for the kill; the
-        requeued job resumes from last.pth."""
+        requeued job resumes from last.pth. Outside Slurm, SIGTERM ends the process. SIGUSR1
+        (and SIGUSR2 without submitit) only stop this run, which the next command resumes."""
         if callable(previous):
             previous(self._stop_signal, None)
-        if os.environ.get("SLURM_JOB_ID") and self._stop_signal == signal.SIGTERM:
-            tqdm.write("SIGTERM in a Slurm job: last.pth saved, waiting for Slurm to end and requeue the job")
-            while True:
-                time.sleep(60)
+        if self._stop_signal == signal.SIGTERM:
+            if os.environ.get("SLURM_JOB_ID"):
+                tqdm.write("SIGTERM in a Slurm job: last.pth saved, waiting for Slurm to end and requeue the job")
+                while True:
+                    time.sleep(60)
+            # A plain `kill`: end the process (and a sweep running in it), resumable from last.pth.
+            tqdm.write(f"SIGTERM: last.pth saved in {self.ckpt_dir}; rerun the same command to resume")
+            raise SystemExit(128 + signal.SIGTERM)
 
     def _on_signal(self, signum, _frame):
         self._stop_signal = signum

@@ -27,7 +27,7 @@ RUNS = {"factorized_lmbda0.0067", "factorized_lmbda0.0483", "hyperprior_lmbda0.0
 
 
 def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
-    out = _sweep(tmp_path, *GRID)
+    out = _sweep(tmp_path, *GRID, "hydra/launcher=basic")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = _results(tmp_path)
     assert set(results) == RUNS
@@ -37,7 +37,7 @@ def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
 
     # a finished run is skipped; one with a checkpoint but no results resumes; a failed one reruns
     (tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.0483" / "results.json").unlink()
-    out = _sweep(tmp_path, *GRID)
+    out = _sweep(tmp_path, *GRID, "hydra/launcher=basic")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("already finished") == 3
     assert "resuming from" in out.stdout and "4 done of 4 runs" in out.stdout
@@ -50,7 +50,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     broken = tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067" / "checkpoints" / "last.pth"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")  # the first job fails when it tries to resume
-    out = _sweep(tmp_path, "model=factorized", "lmbda=0.0067,0.013", "--no-analysis")
+    out = _sweep(tmp_path, "model=factorized", "lmbda=0.0067,0.013", "hydra/launcher=basic", "--no-analysis")
     assert out.returncode == 1
     assert set(_results(tmp_path)) == {"factorized_lmbda0.013"}
     failed = json.loads((tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067" / "failed.json").read_text())

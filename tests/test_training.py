@@ -131,3 +131,28 @@ def test_ddp_with_gloo_two_processes(tmp_path):
     assert ckpt["step"] == 3
     assert len(find_runs(run_dir)) == 1  # rank 0 alone logs
     assert json.loads((run_dir / "results.json").read_text())["num_images"] == 1
+
+
+def test_sigterm_saves_and_the_next_command_resumes(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    extra = ("model=factorized", "trainer.max_steps=400", "trainer.steps_per_epoch=400", "eval.max_images=1")
+    cmd = [sys.executable, "run.py", *tiny_overrides(tmp_path, *extra), f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="5"))
+    ckpt = run_dir / "checkpoints" / "last.pth"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "last.pth saved" in output
+    step = load_checkpoint(ckpt)["step"]
+    assert 0 < step < 400
+    assert not (run_dir / "failed.json").exists() and not (run_dir / ".running").exists()
+    resumed = _run(tmp_path, run_dir, *extra[:1], "trainer.max_steps=" + str(step + 2),
+                   "trainer.steps_per_epoch=400", "eval.max_images=1")
+    assert f"step {step}" in resumed.stdout and load_checkpoint(ckpt)["step"] == step + 2

@@ -34,8 +34,8 @@ class LocalGpuLauncherConf:
     # GPU ids to use (null: CUDA_VISIBLE_DEVICES, else every CUDA device)
     gpus: Optional[List[str]] = None
     jobs_per_gpu: int = 1
-    # concurrent jobs on a machine without GPUs
-    cpu_jobs: int = 1
+    # concurrent jobs on a machine without GPUs (None: one per CPU core)
+    cpu_jobs: Optional[int] = None
     poll_seconds: float = 0.5
     env: Dict[str, str] = field(default_factory=dict)
 
@@ -45,7 +45,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="local_gpu", node=Loca
 
 
 class LocalGpuLauncher(Launcher):
-    def __init__(self, gpus=None, jobs_per_gpu: int = 1, cpu_jobs: int = 1, poll_seconds: float = 0.5,
+    def __init__(self, gpus=None, jobs_per_gpu: int = 1, cpu_jobs: Optional[int] = None, poll_seconds: float = 0.5,
                  env: dict | None = None, **_: Any) -> None:
         self.gpus = list(gpus) if gpus is not None else None
         self.jobs_per_gpu, self.cpu_jobs, self.poll_seconds = jobs_per_gpu, cpu_jobs, poll_seconds
@@ -64,7 +64,7 @@ class LocalGpuLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        pool = SlotPool(make_slots(self.gpus, self.jobs_per_gpu, self.cpu_jobs))
+        pool = SlotPool(make_slots(self.gpus, self.jobs_per_gpu, self.cpu_jobs or os.cpu_count() or 1))
         app = Path(sys.argv[0]).resolve()
         schedule_path = sweep_dir / "launcher_schedule.jsonl"
         log.info(f"Launching {len(job_overrides)} jobs, at most {len(pool.free)} at once "
