@@ -7,7 +7,6 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 PART3_COLUMNS = {"model": "model", "lmbda": "lambda", "num_pixels": "pixels", "bits": "bits", "bpp": "bpp",
@@ -83,7 +82,3 @@ def write_table(frame: pd.DataFrame, out_dir: Path, name: str, floatfmt: str = "
     paths["tex"].write_text(frame.to_latex(index=False, float_format=lambda v: f"{v:{floatfmt}}"))
     return paths
 
-
-def mean_or_nan(values) -> float:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else math.nan
