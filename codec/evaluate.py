@@ -21,9 +21,9 @@ from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
 from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
-from codec.checkpoint import load_checkpoint
+from codec.checkpoint import load_checkpoint, write_json_atomic
 from codec.errors import LicSweepError
-from codec.images import UnreadableImage, read_rgb
+from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
 from codec.models import MODEL_CLASSES, model_name_of
 from codec.settings import RunSettings
 
@@ -53,8 +53,6 @@ def list_eval_images(folder: str | Path, max_images: int | None = None) -> tuple
         raise LicSweepError(f"eval.root: {folder} is not a directory")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images, skipped = [], []
-    from codec.images import IMAGE_SUFFIXES
-
     for p in files:
         (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
     skipped_names = [str(p.relative_to(folder)) for p in skipped
@@ -144,8 +142,6 @@ def summarize(per_image: list[ImageResult]) -> dict[str, float]:
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    from codec.job import write_json_atomic
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(results, out_dir / "results.json")
     per_image = results["per_image"]

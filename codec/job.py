@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,3 @@ def _evaluate(settings, trainer, tracker, run_dir: Path, extra: dict[str, Any]) 
 
     return evaluate_run(settings, trainer.model, run_dir, tracker, **extra)
 
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

@@ -12,6 +12,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from codec.checkpoint import write_json_atomic
+
 # Settings that do not change what a run computes: a finished run with other values of these
 # still counts as done.
 _VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint"}
@@ -29,13 +31,6 @@ def config_fingerprint(config: dict[str, Any]) -> str:
             value = {k: v for k, v in value.items() if (key, k) not in _VOLATILE_NESTED}
         kept[key] = value
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    from codec.job import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(obj, path)
 
 
 def finished_results(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -70,7 +65,7 @@ def mark_running(run_dir: Path) -> None:
 
             raise LicSweepError(f"{run_dir} is in use by process {other['pid']} (another sweep running the same "
                                 "run?); wait for it, or give this sweep another sweep_name")
-    _write_json({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+    write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                  "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
     (Path(run_dir) / "failed.json").unlink(missing_ok=True)
 
@@ -83,7 +78,7 @@ def clear_running(run_dir: Path) -> None:
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
     if not _is_rank_zero():
         return
-    _write_json({"error": f"{type(exc).__name__}: {exc}",
+    write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
                  "traceback": "".join(traceback.format_exception(exc))[-5000:],
                  "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
     clear_running(run_dir)
