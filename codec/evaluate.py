@@ -68,7 +68,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 def quality_metrics(original: np.ndarray, reconstruction: torch.Tensor) -> tuple[float, float]:
     """PSNR (dB) and MS-SSIM on 8-bit values: reconstruction rounded to 0..255 first."""
-    org = torch.from_numpy(np.ascontiguousarray(original)).permute(2, 0, 1).float().unsqueeze(0)
+    org = torch.from_numpy(np.array(original, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
     rec = (reconstruction.detach().cpu() * 255).clamp(0, 255).round()
     mse = torch.mean((org - rec) ** 2).item()
     psnr = math.inf if mse == 0 else 20 * math.log10(255) - 10 * math.log10(mse)
@@ -106,13 +106,14 @@ def evaluate_model(model, folder: str | Path, device: str | torch.device = "cpu"
         x = to_tensor(img).to(device)
         _sync(device)
         t0 = time.perf_counter()
-        data = pack(encode(model, x))
+        encoded = encode(model, x)
+        data = pack(encoded)
         _sync(device)
         t1 = time.perf_counter()
         x_hat, y_hat = decode(model, unpack(data, model))
         _sync(device)
         t2 = time.perf_counter()
-        mismatches = decode_mismatches(model, x, y_hat)
+        mismatches = decode_mismatches(encoded, y_hat)
         if mismatches:
             raise DecodeMismatch(f"{path}: the decoded latent differs from the encoded one in {mismatches} "
                                  "elements (entropy coder or model not deterministic on this device?)")

@@ -40,7 +40,7 @@ def _decode_symbols(decoder, indexes: list[int], cdf, cdf_lengths, offsets) -> l
 
 @torch.no_grad()
 def compress(model, x: torch.Tensor) -> dict:
-    """Same output as model.compress(x) (CompressAI), for a batch of one."""
+    """Same output as model.compress(x) (CompressAI), for a batch of one, plus the coded y_hat."""
     y = model.g_a(x)
     z = model.h_a(y)
     z_strings = model.entropy_bottleneck.compress(z)
@@ -66,7 +66,8 @@ def compress(model, x: torch.Tensor) -> dict:
             indexes.extend(_indexes(gc, scales_hat, table))
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(symbols, indexes, cdf, cdf_lengths, offsets)
-    return {"strings": [[encoder.flush()], z_strings], "shape": z.size()[-2:]}
+    return {"strings": [[encoder.flush()], z_strings], "shape": z.size()[-2:],
+            "y_hat": F.pad(y_hat, (-PAD, -PAD, -PAD, -PAD))}
 
 
 @torch.no_grad()
