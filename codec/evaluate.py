@@ -7,6 +7,7 @@ encoder coded, then PSNR and MS-SSIM on the 8-bit-rounded reconstruction.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -89,8 +90,37 @@ def evaluate_model(model, folder: str | Path, device: str | torch.device = "cpu"
                    save_reconstructions: bool = False) -> tuple[list[ImageResult], list[str]]:
     """Per-image results for every image in `folder`, and the names of skipped files."""
     device = torch.device(device)
-    model = model.to(device).eval()
+    # plain NCHW whatever layout training used, so that results do not depend on it
+    model = model.to(device, memory_format=torch.contiguous_format).eval()
     model.update(force=True)
+    with channels_last_transforms(model, enabled=device.type == "cpu"):
+        return _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams, save_reconstructions)
+
+
+@contextlib.contextmanager
+def channels_last_transforms(model, enabled: bool = True):
+    """g_a and g_s in channels-last layout (about 1.3x faster convolutions on CPU at the protocol's
+    channel counts), while everything the entropy coder sees (y out of g_a, the hyperprior, the
+    context model) stays plain NCHW: encoder and decoder must compute bit-identical parameters."""
+    if not enabled:
+        yield
+        return
+    hooks = []
+    for transform in (model.g_a, model.g_s):
+        transform.to(memory_format=torch.channels_last)
+        hooks.append(transform.register_forward_pre_hook(
+            lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last), *args[1:])))
+        hooks.append(transform.register_forward_hook(lambda _m, _args, out: out.contiguous()))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for transform in (model.g_a, model.g_s):
+            transform.to(memory_format=torch.contiguous_format)
+
+
+def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams, save_reconstructions):
     images, skipped = list_eval_images(folder, max_images)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {', '.join(skipped)}", stacklevel=2)

@@ -34,6 +34,11 @@ def _positive_number(setting: str, value: Any) -> None:
         raise ConfigError(f"{setting}={value!r} must be a positive number")
 
 
+def _boolean(setting: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{setting}={value!r} must be true or false")
+
+
 def _one_of(setting: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{setting}={value!r} is not valid; choose one of: {', '.join(choices)}")
@@ -101,12 +106,14 @@ class OptimizerSettings:
     lr: float
     aux_lr: float = 1e-3
     weight_decay: float = 0.0
+    fused: bool = True
     name: str = "adam"
 
     def validate(self) -> None:
         _one_of("optimizer", self.name, ("adam",))
         _positive_number("optimizer.lr", self.lr)
         _positive_number("optimizer.aux_lr", self.aux_lr)
+        _boolean("optimizer.fused", self.fused)
 
 
 @dataclass
@@ -138,6 +145,7 @@ class TrainerSettings:
     log_every_steps: int = 50
     checkpoint_every_minutes: float = 10
     val_batches: int | None = None
+    channels_last: bool = True
 
     def validate(self) -> None:
         _positive_int("trainer.epochs", self.epochs)
@@ -145,6 +153,7 @@ class TrainerSettings:
         _optional_positive_int("trainer.steps_per_epoch", self.steps_per_epoch)
         _optional_positive_int("trainer.val_batches", self.val_batches)
         _positive_int("trainer.log_every_steps", self.log_every_steps)
+        _boolean("trainer.channels_last", self.channels_last)
         if self.clip_max_norm is not None and self.clip_max_norm < 0:
             raise ConfigError(f"trainer.clip_max_norm={self.clip_max_norm!r} must be >= 0 (0 or null: off)")
 

@@ -110,11 +110,13 @@ class Trainer:
 
         torch.manual_seed(settings.seed)
         m = settings.model
-        self.model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(self.device)
+        self.memory_format = torch.channels_last if settings.trainer.channels_last else torch.contiguous_format
+        self.model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(
+            self.device, memory_format=self.memory_format)
         main, aux = split_parameters(self.model)
         o = settings.optimizer
-        self.optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay)
-        self.aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr)
+        self.optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
         self.scheduler = make_scheduler(settings, self.optimizer)
         self.criterion = RateDistortionLoss(settings.lmbda)
         self.net = self.model
@@ -183,6 +185,9 @@ class Trainer:
                           generator=torch.Generator(), pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
     def _note_skipped(self, skipped: list[str]) -> None:
         new = [s for s in skipped if s not in self.skipped]
         if new and self.ddp.is_main:
@@ -225,7 +230,7 @@ class Trainer:
         for i, (x, _) in enumerate(self._loader(self.val_set, order, self.s.data.val_batch_size, False)):
             if self.s.trainer.val_batches and i >= self.s.trainer.val_batches:
                 break
-            x = x.to(self.device)
+            x = self._on_device(x)
             losses = self.criterion(self.model(x), x)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v.item() * x.shape[0]
@@ -294,7 +299,7 @@ class Trainer:
                            desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
                 for x, skipped in self._loader(self.train_set, order, bs, True):
                     self._note_skipped(skipped)
-                    last = self.train_step(x.to(self.device, non_blocking=True))
+                    last = self.train_step(self._on_device(x))
                     self.step += 1
                     self.batch_in_epoch += 1
                     bar.update(1)

@@ -135,3 +135,20 @@ def test_classical_anchors_in_the_same_format(tmp_path):
     assert low["bpp"] < high["bpp"] and low["psnr"] < high["psnr"]
     with pytest.raises(LicSweepError, match="jpeg2000"):
         evaluate_classical("jpeg2000", 50, small_eval_folder(tmp_path))
+
+
+def test_our_checkpoints_load_in_compressai_eval_model(tmp_path):
+    """CompressAI's eval_model and update_model load files with torch.load(weights_only=True)."""
+    from compressai.utils.eval_model.__main__ import load_checkpoint
+
+    from codec.tracking import Tracker
+    from codec.train import Trainer
+    from tests.conftest import settings_for, tiny_overrides
+
+    settings, values = settings_for(tiny_overrides(tmp_path, "model=hyperprior", "logger=none"))
+    trainer = Trainer(settings, tmp_path / "run", values)
+    trainer.fit(Tracker(settings, tmp_path / "run", values, None, enabled=False))
+    for name in ("best.pth", "last.pth"):
+        assert "rng" in torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
+    net = load_checkpoint("bmshj2018-hyperprior", False, str(tmp_path / "run" / "checkpoints" / "best.pth"))
+    assert torch.equal(net.g_a[0].weight, trainer.model.g_a[0].weight.contiguous())

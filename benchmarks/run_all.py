@@ -1,0 +1,47 @@
+"""Every benchmark with its default settings, one after the other; each prints its own table.
+
+    python benchmarks/run_all.py            # or: make bench
+    python benchmarks/run_all.py --quick    # fewer steps and images, for a smoke check
+
+Runs from the repository root; the quickstart's checkpoints (outputs/quickstart) are used for the
+evaluation timing when they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS = [
+    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", [],
+     ["--steps", "20", "--repeats", "1"]),
+    ("Kodak evaluation time against compressai.utils.eval_model", "evaluation_time.py", [], ["--images", "1"]),
+    ("Serial (joint autoregressive) coding against CompressAI's", "joint_autoregressive_coding.py", [],
+     ["--images", "1", "--N", "32", "--M", "48"]),
+    ("Peak memory per model", "peak_memory.py", [], []),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    failed = []
+    for title, script, full, quick in BENCHMARKS:
+        print(f"\n## {title}\n", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call([sys.executable, str(HERE / script), *(quick if args.quick else full)])
+        print(f"\n({script}: {time.perf_counter() - start:.0f} s)", flush=True)
+        if code:
+            failed.append(script)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
