@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast venv complexity clean
+.PHONY: run test test-fast venv complexity bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: venv
 
 complexity: venv
 	$(PY) -m codec.complexity --kodak
+
+# Training throughput, evaluation time, serial decoding and peak memory, each against CompressAI's
+# own loop where there is one; prints the tables of benchmarks/README.md (about 15 minutes on 2 cores).
+bench: venv
+	$(PY) benchmarks/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,7 @@
 """Peak memory of a training step and of an evaluation, per model.
 
     python benchmarks/peak_memory.py                    # quickstart size: batch 8 of 64x64, N=32 M=48
-    python benchmarks/peak_memory.py --size protocol    # the seminar's: batch 16 of 256x256, low tier
+    python benchmarks/peak_memory.py --size protocol    # the seminar's crops and channels (low tier), batch 16
     python benchmarks/peak_memory.py --device cuda
 
 Each figure comes from a fresh child process. Training: our Trainer.train_step on a batch from the
@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import REPO, header  # noqa: E402
 from codec.settings import MODEL_NAMES  # noqa: E402
 
-SIZES = {  # batch, crop, channels (None: the model's low tier from its config)
+# batch, crop, channels (None: the model's low tier from its config). The seminar trains with
+# batch 64; 16 keeps the CPU run short, and activation memory grows about linearly with the batch.
+SIZES = {
     "quickstart": {"batch": 8, "patch": 64, "channels": (32, 48)},
     "protocol": {"batch": 16, "patch": 256, "channels": None},
 }

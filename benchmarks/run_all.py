@@ -18,12 +18,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = [
-    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", [],
+    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", ["--ablation"],
      ["--steps", "20", "--repeats", "1"]),
-    ("Kodak evaluation time against compressai.utils.eval_model", "evaluation_time.py", [], ["--images", "1"]),
-    ("Serial (joint autoregressive) coding against CompressAI's", "joint_autoregressive_coding.py", [],
+    ("Kodak evaluation time against compressai.utils.eval_model", "evaluation_time.py", ["--repeats", "2"],
+     ["--images", "1"]),
+    ("Serial (joint autoregressive) coding against CompressAI's", "joint_autoregressive_coding.py", ["--images", "1"],
      ["--images", "1", "--N", "32", "--M", "48"]),
-    ("Peak memory per model", "peak_memory.py", [], []),
+    ("Peak memory per model, quickstart size", "peak_memory.py", [], []),
+    ("Peak memory per model, the protocol's size", "peak_memory.py", ["--size", "protocol"],
+     ["--size", "protocol", "--models", "factorized"]),
 ]
 
 
