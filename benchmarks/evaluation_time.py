@@ -6,7 +6,7 @@ checkpoint file and the same images.
 Both sides are timed from the checkpoint file to the averaged results: load, update the entropy
 models, then per image read, pad, compress, decompress, PSNR and MS-SSIM. Ours also packs the
 strings into one byte string, unpacks them, and checks that the decoded latent is the one the
-encoder coded. The checkpoints are the quickstart's (lambda 0.013) when `--checkpoints` names a
+encoder coded. The checkpoints are the quickstart's (lambda 0.0067) when `--checkpoints` names a
 sweep directory that has them, else untrained models of the given size.
 """
 
@@ -36,10 +36,10 @@ def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
     from codec.models import build_model
 
     path = tmp / f"{name}.pth"
-    trained = Path(args.checkpoints or ".") / "runs" / f"{name}_lmbda0.013" / "checkpoints" / "best.pth"
+    trained = Path(args.checkpoints or ".") / "runs" / f"{name}_lmbda0.0067" / "checkpoints" / "best.pth"
     if args.checkpoints and trained.exists():
         torch.save({"state_dict": load_checkpoint(trained)["state_dict"]}, path)
-        return path, "quickstart, lambda 0.013"
+        return path, "quickstart, lambda 0.0067"
     torch.manual_seed(0)
     torch.save({"state_dict": build_model(name, args.N, args.M).state_dict()}, path)
     return path, f"untrained N={args.N} M={args.M}"
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--N", type=int, default=32)
     parser.add_argument("--M", type=int, default=48)
     parser.add_argument("--checkpoints", default=str(REPO / "outputs" / "quickstart"),
-                        help="a sweep directory with runs/<model>_lmbda0.013/checkpoints/best.pth")
+                        help="a sweep directory with runs/<model>_lmbda0.0067/checkpoints/best.pth")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from codec.evaluate import list_eval_images
