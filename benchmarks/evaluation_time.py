@@ -45,7 +45,7 @@ def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
     return path, f"untrained N={args.N} M={args.M}"
 
 
-def time_ours(name: str, checkpoint: Path, folder: Path, count: int) -> tuple[float, dict]:
+def time_ours(checkpoint: Path, folder: Path, count: int) -> tuple[float, dict]:
     from codec.evaluate import evaluate_model, load_model, summarize
 
     with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # no progress bar
@@ -88,7 +88,7 @@ def main() -> None:
             for _ in range(args.repeats):  # alternating; the best time of each counts
                 t, peer = time_peer(name, checkpoint, folder, files)
                 peer_times.append(t)
-                t, ours = time_ours(name, checkpoint, folder, args.images)
+                t, ours = time_ours(checkpoint, folder, args.images)
                 our_times.append(t)
             peer_s, ours_s = min(peer_times), min(our_times)
             print(f"| {name} | {what} | {ours_s:.2f} | {peer_s:.2f} | {ours_s / peer_s:.2f} | "

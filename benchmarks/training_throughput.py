@@ -102,7 +102,7 @@ def main() -> None:
     args.set += [f"device={args.device}"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        first, trainer = time_ours(args.models[0], args, tmp)  # warm-up, and the settings both share
+        _, trainer = time_ours(args.models[0], args, tmp)  # warm-up, and the settings both share
         s = trainer.s
         args.lmbda, args.lr, args.aux_lr, args.clip = s.lmbda, s.optimizer.lr, s.optimizer.aux_lr, s.trainer.clip_max_norm
         files = list(trainer.train_set.files)

@@ -122,15 +122,15 @@ def channels_last_transforms(model, enabled: bool = True):
 
 def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams, save_reconstructions):
     images, skipped = list_eval_images(folder, max_images)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {', '.join(skipped)}", stacklevel=2)
+    if skipped:  # stacklevel 3: the warning points at evaluate_model's caller
+        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {', '.join(skipped)}", stacklevel=3)
     results = []
     for path in tqdm(images, desc="evaluate", leave=False, dynamic_ncols=True):
         name = str(path.relative_to(folder))
         try:
             img = read_rgb(path)
         except UnreadableImage as exc:
-            warnings.warn(f"skipped unreadable image {exc}", stacklevel=2)
+            warnings.warn(f"skipped unreadable image {exc}", stacklevel=3)
             skipped.append(name)
             continue
         x = to_tensor(img).to(device)

@@ -66,7 +66,7 @@ def mark_running(run_dir: Path) -> None:
             raise LicSweepError(f"{run_dir} is in use by process {other['pid']} (another sweep running the same "
                                 "run?); wait for it, or give this sweep another sweep_name")
     write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                 "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
+                       "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
     (Path(run_dir) / "failed.json").unlink(missing_ok=True)
 
 
@@ -79,8 +79,8 @@ def mark_failed(run_dir: Path, exc: BaseException) -> None:
     if not _is_rank_zero():
         return
     write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
-                 "traceback": "".join(traceback.format_exception(exc))[-5000:],
-                 "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
+                       "traceback": "".join(traceback.format_exception(exc))[-5000:],
+                       "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
     clear_running(run_dir)
 
 
