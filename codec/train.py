@@ -114,6 +114,7 @@ class Trainer:
         self.model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(
             self.device, memory_format=self.memory_format)
         main, aux = split_parameters(self.model)
+        self.main_params = main
         o = settings.optimizer
         self.optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
         self.aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
@@ -203,14 +204,16 @@ class Trainer:
                 f"the loss became {losses['loss'].item()} at step {self.step + 1} (epoch {self.epoch}); "
                 f"training stopped. The last good checkpoint stays in {self.ckpt_dir}. Lower optimizer.lr "
                 "or set trainer.clip_max_norm.")
+        # Every step starts from no gradients at all: a gradient left from the previous step (the aux
+        # loss's, on the quantiles) is not in the checkpoint, so a resumed run would not see it.
         self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.s.trainer.clip_max_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.trainer.clip_max_norm)
+            torch.nn.utils.clip_grad_norm_(self.main_params, self.s.trainer.clip_max_norm)
         self.optimizer.step()
 
         aux_loss = self.model.aux_loss()
-        self.aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()
         if self.ddp.world_size > 1:  # quantiles are outside DDP: average their gradients by hand
             for group in self.aux_optimizer.param_groups:
