@@ -91,8 +91,9 @@ def load_for_eval(name: str, checkpoint: Path):
         return load_checkpoint(ARCHITECTURE[name], False, str(checkpoint))
     from codec.checkerboard import CheckerboardAutoregressive  # not in CompressAI's zoo
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    net = CheckerboardAutoregressive.from_state_dict(state.get("state_dict", state))
+    from codec.checkpoint import load_checkpoint as load_ours  # weights_only, refuses pickled code
+
+    net = CheckerboardAutoregressive.from_state_dict(load_ours(checkpoint)["state_dict"])
     net.update(force=True)
     return net.eval()
 

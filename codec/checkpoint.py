@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -11,6 +12,10 @@ from typing import IO, Any, Callable
 import torch
 
 from codec.errors import LicSweepError
+
+
+class UnsafeCheckpoint(LicSweepError):
+    """A checkpoint file that would need arbitrary unpickling (and could run code) to load."""
 
 
 def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -44,7 +49,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise LicSweepError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors, numbers, strings and containers only. A pickle that names any other
+        # Python object (which is how a checkpoint can run code when it is loaded) is refused unread.
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line), "")
+        raise UnsafeCheckpoint(
+            f"checkpoint {path} refused: loading it would unpickle arbitrary Python objects, which can run "
+            f"code on this machine{f' ({detail.strip()})' if detail else ''}. lic-sweep and CompressAI "
+            "checkpoints hold only tensors, numbers and strings; re-save the state_dict from a trusted "
+            "source") from None
     except Exception as exc:
         raise LicSweepError(f"checkpoint {path} cannot be read: {exc}") from None
     if isinstance(obj, dict) and "state_dict" in obj:

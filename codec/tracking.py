@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from codec.settings import RunSettings
+
+
+# Keys that name a credential: never recorded in a W&B config, a checkpoint's config or a run record.
+_SECRET_WORDS = {"key", "apikey", "token", "authtoken", "password", "passwd", "secret", "credential", "credentials"}
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_WORDS & set(re.split(r"[^a-z0-9]+", str(name).lower())))
+
+
+def without_secrets(values: Any) -> Any:
+    """`values` (nested dicts and lists) without any entry whose key names a credential."""
+    if isinstance(values, dict):
+        return {k: without_secrets(v) for k, v in values.items() if not is_secret_name(k)}
+    if isinstance(values, list):
+        return [without_secrets(v) for v in values]
+    return values
 
 
 class Tracker:
@@ -27,7 +45,8 @@ class Tracker:
                 "M": settings.model.M, "rate": settings.rate, "experiment": settings.experiment_name}
         # Flat keys first, so the UI can compare runs by model/lmbda/N/M/rate; the nested model
         # config stays under "model_config".
-        full = {**{k: v for k, v in config.items() if k != "model"}, "model_config": config.get("model"), **flat}
+        full = without_secrets({**{k: v for k, v in config.items() if k != "model"}, "model_config": config.get("model"),
+                                **flat})
         options = dict(
             mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
             dir=str(Path(log.dir) if log.dir else run_dir), id=run_id or uuid.uuid4().hex[:12],

@@ -22,7 +22,7 @@ from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
 from codec.models import build_model
 from codec.settings import RunSettings
-from codec.tracking import Tracker
+from codec.tracking import Tracker, without_secrets
 
 
 class NonFiniteLoss(LicSweepError):
@@ -164,7 +164,7 @@ class Trainer:
             "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-            "best_loss": self.best_loss, "rng": rng_state(), "config": self.config,
+            "best_loss": self.best_loss, "rng": rng_state(), "config": without_secrets(self.config),
             "wandb_run_id": self.wandb_id, "skipped_files": list(self.skipped),
             "model_meta": {"name": self.s.model.name, "N": self.s.model.N, "M": self.s.model.M},
             "lmbda": self.s.lmbda,

@@ -1,9 +1,10 @@
 """The sweep through a real one-node Slurm cluster (submitit_slurm), including a requeue.
 
 Needs the cluster that .ci/slurm/start.sh starts (munged, slurmctld, slurmd on 127.0.0.1);
-skipped where `sinfo` finds no idle node."""
+skipped where `sinfo` finds no idle node. The cluster lives in .ci/slurm/run/ and touches nothing in /etc."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,20 @@ import pytest
 from tests.conftest import REPO, subprocess_env, tiny_overrides
 
 
+# The private cluster of .ci/slurm/start.sh, found as every Slurm client finds its cluster: SLURM_CONF
+# (.ci/run sources .ci/slurm/run/env); without it, the private cluster's file when one was started.
+PRIVATE_CONF = REPO / ".ci" / "slurm" / "run" / "slurm.conf"
+SLURM_CONF = os.environ.get("SLURM_CONF") or (str(PRIVATE_CONF) if PRIVATE_CONF.is_file() else "")
+
+
+def _env(**extra):
+    return subprocess_env(SLURM_CONF=SLURM_CONF, **extra)
+
+
 def _cluster_up() -> bool:
-    if not shutil.which("sinfo"):
+    if not shutil.which("sinfo") or not SLURM_CONF:
         return False
-    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20, env=_env())
     return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
 
 
@@ -40,7 +51,7 @@ def _results(tmp_path):
 def test_grid_through_submitit_slurm(tmp_path):
     out = subprocess.run(_sweep_cmd(tmp_path, "model=factorized,hyperprior", "lmbda=0.013", "trainer.max_steps=3",
                                     "trainer.steps_per_epoch=3"),
-                         cwd=REPO, capture_output=True, text=True, timeout=600, env=subprocess_env())
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env=_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = _results(tmp_path)
     assert set(results) == {"factorized_lmbda0.013", "hyperprior_lmbda0.013"}
@@ -51,7 +62,7 @@ def test_grid_through_submitit_slurm(tmp_path):
 def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
     cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60")
     sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=subprocess_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="1"))
+                             env=_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="1"))
     ckpt = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013" / "checkpoints" / "last.pth"
     try:
         deadline = time.time() + 300
@@ -59,7 +70,7 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
             assert time.time() < deadline and sweep.poll() is None, "the job never wrote a checkpoint"
             time.sleep(0.5)
         [job_folder] = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()]  # the job id
-        subprocess.run(["scontrol", "requeue", job_folder.name], check=True, timeout=30)
+        subprocess.run(["scontrol", "requeue", job_folder.name], check=True, timeout=30, env=_env())
         output, _ = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
