@@ -1,40 +1,37 @@
-"""Shared start-up of the entry points (run.py, sweep.py): resolvers, config, error reporting."""
+"""Start-up shared by the entry points (run.py, sweep.py): config registration and composition, the
+typed config, and the one failure policy of every job (`task_wrapper`)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from codec.errors import LicSweepError
-from codec.settings import RunSettings
-from conf.resolvers import CONFIG_DIR, register_resolvers
+from codec.schema import RunConfig, Task, validate
+from conf.registration import CONFIG_DIR, register
 
-register_resolvers()
+register()
 CONFIG_PATH = str(CONFIG_DIR)
 
 
-def resolved_dict(cfg: DictConfig, throw_on_missing: bool = True) -> dict[str, Any]:
-    """The config with every interpolation resolved; resolver errors become LicSweepError."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=throw_on_missing)
-    except OmegaConfBaseException as exc:
-        cause = exc.__cause__ or exc.__context__
-        while cause is not None and not isinstance(cause, LicSweepError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is not None:
-            raise LicSweepError(str(cause)) from None
-        if "Missing mandatory value" in str(exc):
-            key = getattr(exc, "full_key", "") or str(exc)
-            raise LicSweepError(f"{key} is not set; pass {key}=... on the command line") from None
-        raise LicSweepError(f"bad config: {exc}") from None
-
-
-def settings_from(cfg: DictConfig) -> tuple[RunSettings, dict[str, Any]]:
-    values = resolved_dict(cfg)
-    return RunSettings.from_dict(values), values
+def _user_message(exc: BaseException) -> str:
+    """One readable message for a config error: Hydra's, the OmegaConf cause beneath it (which names the
+    key, its type and the value), or our own error raised inside a resolver."""
+    parts, seen = [], exc
+    while seen is not None:
+        if isinstance(seen, LicSweepError):
+            return str(seen)
+        text = str(seen).strip()
+        if text and text not in parts:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    lines = [line.strip() for part in parts for line in part.splitlines()
+             if line.strip() and not line.strip().startswith(("reference_type", "object_type"))]
+    return "; ".join(dict.fromkeys(lines))
 
 
 def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
@@ -45,25 +42,44 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
             return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
-    except HydraException as exc:
-        raise LicSweepError(str(exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise LicSweepError(_user_message(exc)) from None
 
 
-def check_config(cfg: DictConfig) -> RunSettings:
-    """Validate a composed config; paths that are still unset (???) are left for the run to report."""
-    values = resolved_dict(cfg, throw_on_missing=False)
-    return RunSettings.from_dict(values, require_data=False)
+def run_config(cfg: DictConfig, require_data: bool = True) -> RunConfig:
+    """The typed, validated config of one run. With require_data=False (plans, --cfg), an unset data.root
+    is left for the run to report."""
+    if "hydra" in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+    if not require_data and OmegaConf.is_missing(cfg.data, "root"):
+        cfg = cfg.copy()
+        cfg.data.root = ""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        if "missing mandatory value" in str(exc).lower():
+            key = getattr(exc, "full_key", "") or str(exc)
+            raise LicSweepError(f"{key} is not set; pass {key}=... on the command line") from None
+        raise LicSweepError(_user_message(exc)) from None
+    return validate(config, require_data=require_data)
+
+
+def config_for(overrides: list[str], require_data: bool = True) -> RunConfig:
+    """The typed config of one run for these command-line overrides (tests, benchmarks, notebooks)."""
+    return run_config(compose(overrides), require_data=require_data)
 
 
 def show_resolved_config() -> None:
-    """`--cfg job` prints the config with N, M and the rate tier resolved, not as ${...}, and
-    refuses invalid values as a run would."""
+    """`--cfg job` prints the config with N, M and the rate tier resolved, not as ${...}, and refuses
+    invalid values as a run would."""
     argv = sys.argv[1:]
     if not any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv):
         return
     if "-m" not in argv and "--multirun" not in argv:
         overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-        exit_on_user_error(lambda: check_config(compose(overrides)))
+        exit_on_user_error(lambda: run_config(compose(overrides), require_data=False))
     if "--resolve" not in argv:
         sys.argv.append("--resolve")
 
@@ -77,16 +93,48 @@ def exit_on_user_error(fn: Callable[[], Any]) -> Any:
         sys.exit(2)
 
 
-def report_user_errors(fn: Callable[[], Any]) -> Any:
-    """Inside a Hydra job: a LicSweepError prints one line and exits 2 (Hydra would print a
-    traceback). In a multirun the error propagates so the sweep can record the failed job."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:
+    """The one failure policy of every job, whatever launched it (run.py, a local or Slurm multirun):
+
+    - the config is typed and validated first; a training job then claims its run directory (`.running`)
+      and releases it when it ends or is interrupted (SIGTERM, Ctrl-C: resumable from last.pth);
+    - a failure writes `failed.json` (error, traceback) in the run directory; in a multirun the job then
+      returns {"failed": ...} so the other jobs go on and the sweep's summary lists it; in a single run it
+      is raised (a user error prints one line and exits 2, a bug keeps its traceback). A directory held by
+      another live job is refused without touching that job's files.
+    """
+    from codec import job_status
+
+    def failed(exc: BaseException, record: bool = True) -> dict:
+        if record:
+            job_status.mark_failed(run_dir, exc)
+        if not multirun:
+            if isinstance(exc, LicSweepError):  # Hydra would print a traceback for it
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            raise exc
+        print(f"FAILED {run_dir.name}: {type(exc).__name__}: {exc}" + (f" (details in {run_dir / 'failed.json'})"
+                                                                         if record else ""))
+        return {"failed": str(exc)}
 
     try:
-        return fn()
+        config = run_config(cfg)
     except LicSweepError as exc:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return failed(exc)
+    claims = config.task == Task.train
+    if claims:
+        try:
+            job_status.mark_running(run_dir)
+        except LicSweepError as exc:
+            return failed(exc, record=False)
+    try:
+        result = task(config, run_dir)
+    except (KeyboardInterrupt, SystemExit):
+        if claims:
+            job_status.clear_running(run_dir)
+        raise
+    except Exception as exc:
+        return failed(exc)
+    if claims:
+        job_status.clear_running(run_dir)
+    return result

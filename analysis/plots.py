@@ -13,10 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.tables import MODEL_ORDER  # noqa: E402
-
-STYLE = {"factorized": ("tab:blue", "o"), "hyperprior": ("tab:orange", "s"),
-         "joint_autoregressive": ("tab:green", "^"), "checkerboard": ("tab:red", "D")}
+from analysis.tables import model_order  # noqa: E402
+from codec.models import REGISTRY  # noqa: E402
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:
@@ -27,9 +25,9 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.png"
 
 
-def _models(runs: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(runs["model"]))
-    return [m for m in MODEL_ORDER if m in present] + [m for m in present if m not in MODEL_ORDER]
+def _style(model: str) -> tuple[str | None, str]:
+    """Colour and marker from the model's registry entry."""
+    return REGISTRY[model].style if model in REGISTRY else (None, "x")
 
 
 def ms_ssim_db(values) -> np.ndarray:
@@ -40,11 +38,11 @@ def ms_ssim_db(values) -> np.ndarray:
 def rd_plot(runs: pd.DataFrame, out_dir: Path, name: str = "rd_psnr", metric: str = "psnr",
             references: dict[str, pd.DataFrame] | None = None, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for model in _models(runs):
+    for model in model_order(runs["model"]):
         g = runs[runs["model"] == model].sort_values("bpp")
         y = g["psnr"] if metric == "psnr" else ms_ssim_db(g["ms_ssim"])
-        color, marker = STYLE.get(model, (None, "x"))
-        ax.plot(g["bpp"], y, marker=marker, color=color, label=model)
+        color, marker = _style(model)
+        ax.plot(g["bpp"], y, marker=marker, color=color, label=REGISTRY[model].label if model in REGISTRY else model)
         for _, row in g.iterrows():
             ax.annotate(f"{row['lmbda']:g}", (row["bpp"], row["psnr"] if metric == "psnr" else ms_ssim_db(row["ms_ssim"])),
                         textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)

@@ -11,14 +11,20 @@ import pandas as pd
 
 PART3_COLUMNS = {"model": "model", "lmbda": "lambda", "num_pixels": "pixels", "bits": "bits", "bpp": "bpp",
                  "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "enc_time": "encode (s)", "dec_time": "decode (s)"}
-MODEL_ORDER = ["factorized", "hyperprior", "joint_autoregressive", "checkerboard"]
+
+
+def model_order(models) -> list[str]:
+    """The registry's order (codec/models.py) for the models present, then any others by name."""
+    from codec.models import REGISTRY
+
+    present = set(models)
+    return [m for m in REGISTRY if m in present] + sorted(present - set(REGISTRY))
 
 
 def part3_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model and lambda: pixels, bits (mean per image), bpp, PSNR, MS-SSIM, encode and decode time."""
     frame = runs[list(PART3_COLUMNS)].copy()
-    frame["model"] = pd.Categorical(frame["model"], [m for m in MODEL_ORDER if m in set(frame["model"])]
-                                    + sorted(set(frame["model"]) - set(MODEL_ORDER)))
+    frame["model"] = pd.Categorical(frame["model"], model_order(frame["model"]))
     frame = frame.sort_values(["model", "lmbda"]).rename(columns=PART3_COLUMNS)
     frame["model"] = frame["model"].astype(str)
     return frame.reset_index(drop=True)

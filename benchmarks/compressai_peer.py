@@ -19,13 +19,6 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-ARCHITECTURE = {  # our model names -> compressai.zoo architecture names
-    "factorized": "bmshj2018-factorized",
-    "hyperprior": "bmshj2018-hyperprior",
-    "joint_autoregressive": "mbt2018",
-}
-
-
 def image_folder(files: list[Path], root: Path, patch_size: int):
     """CompressAI's ImageFolder over exactly these files (it wants root/train/*: symlinks)."""
     from compressai.datasets import ImageFolder
@@ -87,13 +80,14 @@ def load_for_eval(name: str, checkpoint: Path):
     """The model as eval_model loads it (architecture by name; update(force=True))."""
     from compressai.utils.eval_model.__main__ import load_checkpoint
 
-    if name in ARCHITECTURE:
-        return load_checkpoint(ARCHITECTURE[name], False, str(checkpoint))
-    from codec.checkerboard import CheckerboardAutoregressive  # not in CompressAI's zoo
+    from codec.models import registry_entry
 
-    from codec.checkpoint import load_checkpoint as load_ours  # weights_only, refuses pickled code
+    architecture = registry_entry(name).compressai_name
+    if architecture:
+        return load_checkpoint(architecture, False, str(checkpoint))
+    from codec.evaluate import load_model  # not in CompressAI's zoo (the checkerboard model): ours, weights_only
 
-    net = CheckerboardAutoregressive.from_state_dict(load_ours(checkpoint)["state_dict"])
+    net, _ = load_model(checkpoint)
     net.update(force=True)
     return net.eval()
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import compressai_peer  # noqa: E402
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.settings import MODEL_NAMES  # noqa: E402
+from codec.models import REGISTRY  # noqa: E402
 
 
 def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
@@ -64,7 +64,7 @@ def time_peer(name: str, checkpoint: Path, folder: Path, files: list[Path]) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(REGISTRY))
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--N", type=int, default=32)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codec import fast_autoregressive  # noqa: E402
-from codec.bitstream import decode, encode, pad, shape_for_decompress  # noqa: E402
+from codec.bitstream import pad  # noqa: E402
 from codec.evaluate import list_eval_images, to_tensor  # noqa: E402
 from codec.images import read_rgb  # noqa: E402
 from codec.models import build_model  # noqa: E402

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.settings import MODEL_NAMES  # noqa: E402
+from codec.models import REGISTRY  # noqa: E402
 
 # batch, crop, channels (None: the model's low tier from its config). The seminar trains with
 # batch 64; 16 keeps the CPU run short, and activation memory grows about linearly with the batch.
@@ -62,8 +62,7 @@ def _peak(device: torch.device) -> int:
 
 
 def child(phase: str, name: str, size: str, device_name: str) -> dict:
-    from codec.settings import RunSettings
-    from entry import compose, resolved_dict
+    from entry import config_for
 
     spec = SIZES[size]
     device = torch.device(device_name)
@@ -73,15 +72,14 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
                  f"data.patch_size={spec['patch']}", "hydra.run.dir=/tmp/unused"]
     if spec["channels"]:
         overrides += [f"model.N={spec['channels'][0]}", f"model.M={spec['channels'][1]}"]
-    values = resolved_dict(compose(overrides))
-    settings = RunSettings.from_dict(values)
+    config = config_for(overrides)
     if phase == "train":
         import tempfile
 
-        from codec.train import Trainer
+        from codec.train import build_trainer
 
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(settings, Path(tmp), values)
+            trainer = build_trainer(config, Path(tmp))
             x = torch.stack([trainer.train_set[i][0] for i in range(spec["batch"])]).to(device)
             base = _reset_peak(device)
             for _ in range(2):
@@ -92,16 +90,16 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
         from codec.models import build_model
 
         torch.manual_seed(0)
-        model = build_model(name, settings.model.N, settings.model.M).to(device).eval()
+        model = build_model(name, config.model.N, config.model.M).to(device).eval()
         base = _reset_peak(device)
         evaluate_model(model, REPO / "data" / "kodak", device=device, max_images=1)
         peak = _peak(device)
-    return {"peak_over_base": peak - base, "N": settings.model.N, "M": settings.model.M}
+    return {"peak_over_base": peak - base, "N": config.model.N, "M": config.model.M}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(REGISTRY))
     parser.add_argument("--size", choices=sorted(SIZES), default="quickstart")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=2, metavar=("PHASE", "MODEL"), help=argparse.SUPPRESS)

@@ -28,20 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import compressai_peer  # noqa: E402
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.settings import MODEL_NAMES  # noqa: E402
+from codec.models import REGISTRY  # noqa: E402
 
 
-def our_settings(name: str, args, run_dir: Path, extra: list[str]):
-    from codec.settings import RunSettings
-    from entry import compose, resolved_dict
+def our_config(name: str, args, run_dir: Path, extra: list[str]):
+    from entry import config_for
 
     overrides = ["experiment=quickstart", f"model={name}", "rate=low", f"model.N={args.N}", f"model.M={args.M}",
                  "logger=none", f"data.root={REPO / 'data' / 'vimeo-sample'}", f"data.batch_size={args.batch}",
                  f"data.patch_size={args.patch}", f"data.num_workers={args.workers}", "trainer.epochs=1",
                  f"trainer.steps_per_epoch={args.steps}", f"trainer.max_steps={args.steps}", "trainer.val_batches=1",
                  "trainer.checkpoint_every_minutes=0", f"hydra.run.dir={run_dir}", *extra, *args.set]
-    values = resolved_dict(compose(overrides))
-    return RunSettings.from_dict(values), values
+    return config_for(overrides)
 
 
 # Cumulative: each row adds one of our speed-ups to the one above; the last is our default.
@@ -55,16 +53,15 @@ ABLATION = [
 
 
 def time_ours(name: str, args, tmp: Path, extra: list[str] = ()) -> tuple[float, object]:
-    from codec.tracking import Tracker
-    from codec.train import Trainer
+    from codec.train import CheckpointPolicy, build_trainer
 
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
-    settings, values = our_settings(name, args, run_dir, extra)
+    config = our_config(name, args, run_dir, extra)
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), \
             contextlib.redirect_stderr(quiet):
         start = time.perf_counter()
-        trainer = Trainer(settings, run_dir, values)
-        trainer.fit(Tracker(settings, run_dir, values, None, enabled=False))
+        trainer = build_trainer(config, run_dir)
+        trainer.fit([CheckpointPolicy()])
         return time.perf_counter() - start, trainer
 
 
@@ -83,7 +80,7 @@ def time_peer(name: str, args, files: list[Path], tmp: Path, seed: int) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--models", nargs="+", default=list(REGISTRY))
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=64)
@@ -103,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         _, trainer = time_ours(args.models[0], args, tmp)  # warm-up, and the settings both share
-        s = trainer.s
+        s = trainer.config
         args.lmbda, args.lr, args.aux_lr, args.clip = s.lmbda, s.optimizer.lr, s.optimizer.aux_lr, s.trainer.clip_max_norm
         files = list(trainer.train_set.files)
         print(header(f"N={args.N} M={args.M}, batch {args.batch} of {args.patch}x{args.patch} crops from "

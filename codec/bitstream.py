@@ -1,7 +1,8 @@
 """Real bitstreams for one image: encode, pack to bytes, unpack, decode, and check the decode.
 
-The packed bytes hold everything the decoder needs besides the model: the original image size
-(to crop the padding away), the latent shape, and each entropy-coded string with its length.
+The packed bytes hold everything the decoder needs besides the model: the original image size (to
+crop the padding away) and each entropy-coded string, all but the last length-prefixed. The latent
+size and the number of strings follow from the model (its registry entry's coding) and the image size.
 bits = 8 * len(packed bytes): nothing is estimated from likelihoods.
 """
 
@@ -13,33 +14,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from compressai.ops import compute_padding
-from compressai.models import (
-    FactorizedPrior,
-    JointAutoregressiveHierarchicalPriors,
-    ScaleHyperprior,
-)
 
-from codec import fast_autoregressive
-from codec.checkerboard import CheckerboardAutoregressive
+from codec.models import entry_of
 
 
 @dataclass
 class Encoded:
     strings: list  # CompressAI's nested list: one list of bytes per string kind, batch of one
-    latent_hw: tuple[int, int]  # the (h, w) the model's decompress needs (y for factorized, else z)
     image_hw: tuple[int, int]  # original image size before padding
     # The quantised latent the encoder coded (not part of the bitstream): the decoder must reproduce it.
     y_hat: torch.Tensor | None = None
 
 
-def shape_for_decompress(model, latent_hw):
-    if isinstance(model, CheckerboardAutoregressive):
-        h, w = latent_hw
-        return {"y": (model.M, 4 * h, 4 * w), "hyper": (h, w)}
-    return latent_hw
-
-
 PAD_MULTIPLE = 64  # six stride-2 stages (g_a then h_a)
+
+
+def padded_hw(image_hw: tuple[int, int]) -> tuple[int, int]:
+    return tuple(-(-v // PAD_MULTIPLE) * PAD_MULTIPLE for v in image_hw)
 
 
 def pad(x: torch.Tensor) -> torch.Tensor:
@@ -58,40 +49,8 @@ def encode(model, x: torch.Tensor) -> Encoded:
     image_hw = (x.shape[2], x.shape[3])
     if max(image_hw) > 65535:
         raise ValueError(f"image of {image_hw} pixels is too large for the 16-bit size header")
-    if isinstance(model, JointAutoregressiveHierarchicalPriors):
-        out = fast_autoregressive.compress(model, pad(x))  # bit-exact with model.compress, faster
-        y_hat = out["y_hat"]
-    elif isinstance(model, CheckerboardAutoregressive):
-        out = model.compress(pad(x))
-        y_hat = out["y_hat"]
-    else:
-        out, y = _compress_keeping_latent(model, pad(x))
-        y_hat = _quantized_latent(model, y)
-    shape = out["shape"]
-    latent_hw = tuple(shape["hyper"]) if isinstance(shape, dict) else tuple(shape)
-    return Encoded(out["strings"], tuple(int(v) for v in latent_hw), image_hw, y_hat)
-
-
-def _compress_keeping_latent(model, x: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """model.compress(x), and the latent y = g_a(x) it coded (caught on the way, not recomputed)."""
-    caught = []
-    handle = model.g_a.register_forward_hook(lambda _m, _i, y: caught.append(y))
-    try:
-        out = model.compress(x)
-    finally:
-        handle.remove()
-    return out, caught[0]
-
-
-def _quantized_latent(model, y: torch.Tensor) -> torch.Tensor:
-    """The y_hat CompressAI's compress codes: around the medians (factorized), plain rounding
-    (scale hyperprior, whose Gaussian has zero mean)."""
-    if isinstance(model, ScaleHyperprior):
-        return torch.round(y)
-    if isinstance(model, FactorizedPrior):
-        medians = model.entropy_bottleneck._get_medians()
-        return torch.round(y - medians) + medians
-    raise TypeError(f"no encoder for {type(model).__name__}")
+    strings, y_hat = entry_of(model).coding.encode(model, pad(x))
+    return Encoded(strings, image_hw, y_hat)
 
 
 def _write_varint(n: int) -> bytes:
@@ -114,21 +73,8 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _layout(model, image_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
-    """(number of strings, latent (h, w) for decompress): both follow from the model and image size."""
-    ph, pw = (-(-v // PAD_MULTIPLE) * PAD_MULTIPLE for v in image_hw)
-    if isinstance(model, CheckerboardAutoregressive):
-        return 3, (ph // 64, pw // 64)
-    if isinstance(model, (ScaleHyperprior, JointAutoregressiveHierarchicalPriors)):
-        return 2, (ph // 64, pw // 64)
-    if isinstance(model, FactorizedPrior):
-        return 1, (ph // 16, pw // 16)
-    raise TypeError(f"no bitstream layout for {type(model).__name__}")
-
-
 def pack(enc: Encoded) -> bytes:
-    """Image height and width (uint16 each), then the strings, each but the last length-prefixed.
-    The latent shape and the number of strings follow from the model and the image size."""
+    """Image height and width (uint16 each), then the strings, each but the last length-prefixed."""
     flat = [s[0] for s in enc.strings]  # batch of one
     parts = [struct.pack(">2H", *enc.image_hw)]
     for s in flat[:-1]:
@@ -139,32 +85,27 @@ def pack(enc: Encoded) -> bytes:
 
 def unpack(data: bytes, model) -> Encoded:
     image_hw = struct.unpack(">2H", data[:4])
-    count, latent_hw = _layout(model, image_hw)
     strings, pos = [], 4
-    for _ in range(count - 1):
+    for _ in range(entry_of(model).coding.strings - 1):
         n, pos = _read_varint(data, pos)
         if pos + n > len(data):
             raise ValueError(f"bitstream truncated: a string of {n} bytes at offset {pos} runs past the end")
         strings.append([data[pos:pos + n]])
         pos += n
     strings.append([data[pos:]])
-    return Encoded(strings, latent_hw, image_hw)
+    return Encoded(strings, image_hw)
+
+
+def decompress_shape(model, image_hw: tuple[int, int]):
+    """The `shape` the model's own CompressAI `decompress` takes for an image of this size."""
+    coding = entry_of(model).coding
+    return coding.compressai_shape(model, coding.latent_hw(padded_hw(image_hw)))
 
 
 def decode_latent(model, enc: Encoded) -> torch.Tensor:
-    """The decoded latent y_hat, computed the way each model's own decompress computes it."""
-    strings, shape = enc.strings, shape_for_decompress(model, enc.latent_hw)
-    if isinstance(model, CheckerboardAutoregressive):
-        return model.latent_codec.decompress(strings, shape)["y_hat"]
-    if isinstance(model, JointAutoregressiveHierarchicalPriors):
-        return fast_autoregressive.decode_latent(model, strings, shape)
-    if isinstance(model, ScaleHyperprior):
-        z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
-        indexes = model.gaussian_conditional.build_indexes(model.h_s(z_hat))
-        return model.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
-    if isinstance(model, FactorizedPrior):
-        return model.entropy_bottleneck.decompress(strings[0], shape)
-    raise TypeError(f"no decoder for {type(model).__name__}")
+    """The decoded latent y_hat, computed the way the model's coding decodes it."""
+    coding = entry_of(model).coding
+    return coding.decode_latent(model, enc.strings, coding.latent_hw(padded_hw(enc.image_hw)))
 
 
 def decode(model, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,12 +1,17 @@
-"""Checkpoints written atomically: a kill at any moment leaves the previous file readable."""
+"""Checkpoints: the resumable training state (`TrainState` and what `training_checkpoint` adds to it),
+written atomically so that a kill at any moment leaves the previous file readable, and loaded without
+unpickling anything but tensors, numbers, strings and containers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pickle
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 import torch
@@ -53,10 +58,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # Python object (which is how a checkpoint can run code when it is loaded) is refused unread.
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line), "")
+        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
+        if not detail:  # not a pickle that asks for code, just not a readable checkpoint
+            lines = [line for line in str(exc).splitlines()[2:] if line.strip() and "documentation" not in line]
+            raise LicSweepError(f"checkpoint {path} cannot be read: not a checkpoint that loads with only tensors, "
+                                f"numbers and strings ({'; '.join(lines) or 'unpickling failed'})") from None
         raise UnsafeCheckpoint(
             f"checkpoint {path} refused: loading it would unpickle arbitrary Python objects, which can run "
-            f"code on this machine{f' ({detail.strip()})' if detail else ''}. lic-sweep and CompressAI "
+            f"code on this machine ({detail}). lic-sweep and CompressAI "
             "checkpoints hold only tensors, numbers and strings; re-save the state_dict from a trusted "
             "source") from None
     except Exception as exc:
@@ -94,3 +103,32 @@ def restore_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainState:
+    """Where training stands: with the weights, optimizers, scheduler and RNG states (all in the
+    checkpoint), everything a resumed run needs to continue exactly as an uninterrupted one."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch already trained
+    best_loss: float = math.inf
+    wandb_run_id: str | None = None
+    skipped_files: list[str] = field(default_factory=list)
+
+
+def training_checkpoint(state: TrainState, model, optimizer, aux_optimizer, scheduler, config: dict,
+                        model_meta: dict, lmbda: float) -> dict:
+    """The checkpoint dict: the model's state_dict under "state_dict" (CompressAI's tools read it), the
+    optimizers, scheduler, RNG states and the TrainState fields at top level."""
+    return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "aux_optimizer": aux_optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+            "config": config, "model_meta": model_meta, "lmbda": lmbda, **dataclasses.asdict(state)}
+
+
+def train_state_of(ckpt: dict, path: Path) -> TrainState:
+    if "optimizer" not in ckpt:
+        raise LicSweepError(f"{path} is a bare state_dict; it cannot resume training")
+    # older checkpoints named the W&B id wandb_run_id too; every field has a default
+    return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from codec.evaluate import ImageResult, list_eval_images, quality_metrics, to_tensor, write_results, _results
+from codec.evaluate import ImageResult, list_eval_images, quality_metrics, to_tensor, write_results, results_record
 from codec.errors import LicSweepError
 from codec.images import UnreadableImage, read_rgb
 
@@ -52,7 +52,7 @@ def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images:
         h, w = img.shape[:2]
         per_image.append(ImageResult(str(path.relative_to(folder)), h * w, 8 * len(data),
                                      8 * len(data) / (h * w), psnr, ssim, enc, dec))
-    return _results(codec, None, None, None, folder, per_image, skipped, "cpu", quality=quality)
+    return results_record(codec, folder, per_image, skipped, "cpu", lmbda=None, N=None, M=None, quality=quality)
 
 
 def evaluate_classical_anchors(codecs: list[str], qualities: list[int], folder: str | Path, out_dir: Path,

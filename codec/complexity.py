@@ -23,16 +23,7 @@ import pandas as pd
 import torch
 from compressai.layers import CheckerboardMaskedConv2d, MaskedConv2d
 
-from codec.models import MODEL_CLASSES, build_model
-from codec.settings import MODEL_NAMES
-
-# Channels per rate tier, as in the protocol (conf/model/*.yaml).
-PROTOCOL_CHANNELS = {
-    "factorized": {"low": (128, 192), "high": (192, 320)},
-    "hyperprior": {"low": (128, 192), "high": (192, 320)},
-    "joint_autoregressive": {"low": (192, 192), "high": (192, 320)},
-    "checkerboard": {"low": (192, 192), "high": (192, 320)},
-}
+from codec.models import REGISTRY, build_model
 
 
 @dataclass
@@ -76,7 +67,7 @@ def measure(name: str, N: int, M: int, batch: int = 64, height: int = 256, width
     macs_masked, _ = _thop_profile(build_model(name, N, M).train(), x, count_masked=True)
     scale = 1 if exact_batch else batch
     return Complexity(
-        model=name, cls=MODEL_CLASSES[name].__name__, rate=rate, N=N, M=M,
+        model=name, cls=REGISTRY[name].cls.__name__, rate=rate, N=N, M=M,
         input=f"{batch}x3x{height}x{width}", thop_params=thop_params, true_params=true_params,
         thop_macs=macs * scale, macs_with_masked=macs_masked * scale,
         macs_per_pixel=macs * scale / (batch * height * width),
@@ -84,10 +75,11 @@ def measure(name: str, N: int, M: int, batch: int = 64, height: int = 256, width
 
 
 def complexity_table(batch: int = 64, height: int = 256, width: int = 256,
-                     models: tuple[str, ...] = MODEL_NAMES, exact_batch: bool = False) -> pd.DataFrame:
+                     models: tuple[str, ...] = tuple(REGISTRY), exact_batch: bool = False) -> pd.DataFrame:
+    """Every model at its protocol channels for each rate tier (the registry's table)."""
     rows = []
     for name in models:
-        for rate, (N, M) in PROTOCOL_CHANNELS[name].items():
+        for rate, (N, M) in REGISTRY[name].channels.items():
             rows.append(asdict(measure(name, N, M, batch, height, width, rate, exact_batch)))
     return pd.DataFrame(rows)
 
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--kodak", action="store_true", help="also measure one 768x512 Kodak image")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
     parser.add_argument("--exact-batch", action="store_true", help="run the whole batch through thop")
     parser.add_argument("--out", type=Path, default=Path("reports/complexity"),
                         help="folder for complexity.csv and complexity.md")

@@ -25,8 +25,8 @@ from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
 from codec.checkpoint import load_checkpoint, write_json_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import MODEL_CLASSES, model_name_of
-from codec.settings import RunSettings
+from codec.models import entry_for_state_dict, entry_of, registry_entry
+from codec.schema import CoderDevice, RunConfig
 
 RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
 
@@ -182,26 +182,24 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
         writer.writerows(per_image)
 
 
-def _results(model_name, lmbda, N, M, dataset, per_image, skipped, coding_device, **extra) -> dict[str, Any]:
-    return {"model": model_name, "lmbda": lmbda, "N": N, "M": M, "dataset": str(dataset),
-            **summarize(per_image), "coding_device": str(coding_device), "skipped": skipped, **extra,
-            "per_image": [asdict(r) for r in per_image]}
+def results_record(model: str, dataset, per_image: list[ImageResult], skipped: list[str], coding_device,
+                   **identity) -> dict[str, Any]:
+    """The results.json shape, for learned models and classical codecs alike."""
+    return {"model": model, **identity, "dataset": str(dataset), **summarize(per_image),
+            "coding_device": str(coding_device), "skipped": skipped, "per_image": [asdict(r) for r in per_image]}
 
 
-def coding_device(settings: RunSettings, train_device: torch.device) -> torch.device:
-    return torch.device("cpu") if settings.eval.entropy_coder_device == "cpu" else train_device
-
-
-def evaluate_run(settings: RunSettings, model, run_dir: Path, tracker, **extra) -> dict[str, Any]:
-    """After training: evaluate, write results.json and per_image.csv, log to W&B; the summary."""
-    device = coding_device(settings, next(model.parameters()).device)
-    e = settings.eval
+def evaluate_run(config: RunConfig, model, run_dir: Path, tracker, **identity) -> dict[str, Any]:
+    """Evaluate `model` on config.eval's images, write results.json and per_image.csv, log them to W&B;
+    returns the summary. The one evaluation path, after training and for `task=eval`: the transforms run
+    where the model is, the entropy coder on the CPU unless eval.entropy_coder_device=same. `identity`
+    (lmbda, N, M, run and sweep names, ...) goes into results.json beside the evaluation's fields."""
+    e = config.eval
+    device = torch.device("cpu") if e.entropy_coder_device == CoderDevice.cpu else next(model.parameters()).device
     per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
                                         e.save_reconstructions)
-    results = _results(settings.model.name, settings.lmbda, settings.model.N, settings.model.M, e.root,
-                       per_image, skipped, device, rate=settings.rate, run_name=settings.run_name,
-                       experiment=settings.experiment_name, group=settings.logger.group,
-                       wandb_run_id=tracker.run_id, **extra)
+    results = results_record(entry_of(model).name, e.root, per_image, skipped, device, **identity,
+                             wandb_run_id=tracker.run_id)
     write_results(results, run_dir)
     tracker.table("eval/per_image", results["per_image"])
     print(f"evaluated {results['num_images']} images on {device}: bpp {results['bpp']:.4f} "
@@ -210,50 +208,42 @@ def evaluate_run(settings: RunSettings, model, run_dir: Path, tracker, **extra) 
     return {k: v for k, v in results.items() if k != "per_image"}
 
 
-def infer_model_name(state_dict: dict) -> str:
-    """Architecture from state_dict keys (ours or CompressAI's)."""
-    if any(k.startswith("latent_codec.y.context_prediction") for k in state_dict):
-        return "checkerboard"
-    if "context_prediction.weight" in state_dict:
-        return "joint_autoregressive"
-    if "h_a.0.weight" in state_dict:
-        return "hyperprior"
-    if "g_a.0.weight" in state_dict:
-        return "factorized"
-    raise LicSweepError("cannot tell the architecture of this state_dict (no g_a.0.weight)")
-
-
 def load_model(path: str | Path):
-    """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict."""
+    """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict; the architecture is the
+    checkpoint's own record, else the one registered model whose parameters have these names and shapes."""
     ckpt = load_checkpoint(path)
     state_dict = ckpt["state_dict"]
-    name = ckpt.get("model_meta", {}).get("name") or infer_model_name(state_dict)
+    name = ckpt.get("model_meta", {}).get("name")
+    entry = registry_entry(name) if name else entry_for_state_dict(state_dict)
     try:
-        model = MODEL_CLASSES[name].from_state_dict(state_dict)
+        model = entry.build(int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0]))
+        model.load_state_dict(state_dict)
     except (KeyError, RuntimeError) as exc:
-        raise LicSweepError(f"checkpoint {path} does not load into {MODEL_CLASSES[name].__name__}: {exc}") from None
+        raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
     return model, ckpt
 
 
-def evaluate_checkpoint(settings: RunSettings, checkpoint: str | Path, run_dir: Path) -> dict[str, Any]:
-    """`python run.py task=eval checkpoint=PATH`: evaluate, write results.json in run_dir, log to W&B."""
-    from codec.tracking import Tracker
+def checkpoint_identity(path: str | Path) -> tuple[str, float | None]:
+    """(model name, lambda or None) that a checkpoint records or that its state_dict shows."""
+    ckpt = load_checkpoint(path)
+    name = ckpt.get("model_meta", {}).get("name") or entry_for_state_dict(ckpt["state_dict"]).name
+    return name, ckpt.get("lmbda")
 
-    model, ckpt = load_model(checkpoint)
-    name = model_name_of(model)
-    lmbda = ckpt.get("lmbda", settings.lmbda)
-    N, M = (model.N, model.M) if hasattr(model, "M") else (None, None)
-    device = torch.device("cpu") if settings.eval.entropy_coder_device == "cpu" or not torch.cuda.is_available() \
-        else torch.device("cuda")
-    e = settings.eval
-    per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
-                                        e.save_reconstructions)
-    results = _results(name, lmbda, N, M, e.root, per_image, skipped, device, checkpoint=str(checkpoint))
-    write_results(results, run_dir)
-    tracker = Tracker(settings, run_dir, {"task": "eval", "checkpoint": str(checkpoint)}, None)
+
+def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """`python run.py task=eval checkpoint=PATH`: evaluate, write results.json in run_dir, log to W&B.
+    Model and lambda are the checkpoint's (lambda is None for a file that does not record it)."""
+    from codec.tracking import Tracker
+    from codec.train import Distributed, pick_device
+
+    model, ckpt = load_model(config.checkpoint)
+    model = model.to(pick_device(config.device, Distributed()))
+    shapes = ckpt["state_dict"]
+    N, M = int(shapes["g_a.0.weight"].shape[0]), int(shapes["g_a.6.weight"].shape[0])
+    tracker = Tracker(config, run_dir, None, extra_config={"checkpoint": str(config.checkpoint),
+                                                           "model": entry_of(model).name, "lmbda": ckpt.get("lmbda")})
     try:
-        tracker.summary({k: v for k, v in results.items() if k != "per_image"})
-        tracker.table("eval/per_image", results["per_image"])
+        return evaluate_run(config, model, run_dir, tracker, lmbda=ckpt.get("lmbda"), N=N, M=M,
+                            checkpoint=str(config.checkpoint))
     finally:
         tracker.finish()
-    return results

@@ -6,29 +6,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codec.settings import RunSettings
+from codec.schema import RunConfig, as_dict
 
 
-def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Returns the summary of the run (evaluation fields when evaluation ran). A run directory
-    that already finished with the same config is not trained again."""
+def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list = ()) -> dict[str, Any]:
+    """Returns the summary of the run (evaluation fields when evaluation ran). A run directory that already
+    finished with the same config is not trained again. `callbacks` join the training loop's own."""
+    from codec.evaluate import evaluate_run
     from codec.job_status import config_fingerprint, finished_results
     from codec.tracking import Tracker
-    from codec.train import Trainer
+    from codec.train import CheckpointPolicy, TrackerLogging, build_trainer
 
     run_dir = Path(run_dir)
-    fingerprint = config_fingerprint(config)
+    fingerprint = config_fingerprint(as_dict(config))
     done = finished_results(run_dir, fingerprint)
     if done is not None:
-        print(f"{settings.run_name}: already finished in {run_dir}, skipped")
+        print(f"{config.run_name}: already finished in {run_dir}, skipped")
         return {k: v for k, v in done.items() if k != "per_image"} | {"skipped_as_done": True}
     start = time.monotonic()
-    trainer = Trainer(settings, run_dir, config)
-    tracker = Tracker(settings, run_dir, config, trainer.wandb_id, enabled=trainer.ddp.is_main)
-    trainer.wandb_id = tracker.run_id
+    trainer = build_trainer(config, run_dir)
+    tracker = Tracker(config, run_dir, trainer.state.wandb_run_id, enabled=trainer.ddp.is_main)
+    trainer.state.wandb_run_id = tracker.run_id
     exit_code = 1
     try:
-        result = trainer.fit(tracker)
+        result = trainer.fit([TrackerLogging(tracker), CheckpointPolicy(), *callbacks])
         summary: dict[str, Any] = {
             "train_steps": result.steps, "train_epochs": result.epochs, "best_val_loss": result.best_loss,
             "skipped_files": len(result.skipped_files), "stopped_by": result.stopped_by,
@@ -39,16 +40,12 @@ def train_and_evaluate(settings: RunSettings, config: dict[str, Any], run_dir: s
         if trainer.ddp.is_main and result.stopped_by.startswith("signal"):
             print(f"stopped by {result.stopped_by}: last.pth saved, rerun the same command to resume")
         elif trainer.ddp.is_main:
-            summary |= _evaluate(settings, trainer, tracker, run_dir, summary | {"config_fingerprint": fingerprint})
+            summary |= evaluate_run(config, trainer.model, run_dir, tracker, lmbda=config.lmbda, N=config.model.N,
+                                    M=config.model.M, rate=str(config.rate), run_name=config.run_name,
+                                    experiment=config.experiment_name, group=config.logger.group, **summary,
+                                    config_fingerprint=fingerprint)
         tracker.summary(summary)
         exit_code = 0
         return summary
     finally:
         tracker.finish(exit_code)
-
-
-def _evaluate(settings, trainer, tracker, run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    from codec.evaluate import evaluate_run
-
-    return evaluate_run(settings, trainer.model, run_dir, tracker, **extra)
-

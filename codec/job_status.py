@@ -65,6 +65,9 @@ def mark_running(run_dir: Path) -> None:
 
             raise LicSweepError(f"{run_dir} is in use by process {other['pid']} (another sweep running the same "
                                 "run?); wait for it, or give this sweep another sweep_name")
+        if other and other.get("pid") != os.getpid():
+            print(f"{run_dir}: taking over from process {other.get('pid')} on {other.get('host')}, which is no "
+                  "longer running (killed?); resuming from its last checkpoint")
     write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                        "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
     (Path(run_dir) / "failed.json").unlink(missing_ok=True)

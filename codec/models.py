@@ -1,10 +1,17 @@
-"""Model registry: config names -> CompressAI model builders."""
+"""The model registry: everything about a model in its one entry.
+
+An entry holds the CompressAI class (or ours), how to build it, its channels per rate tier (the
+protocol's N and M, read by the config, the complexity table and the analysis), how it is coded to
+bytes (codec/coding.py), its plot label and style, and its name in CompressAI's zoo where it has one.
+Adding a model is one `register(ModelEntry(...))`, one conf/model/<name>.yaml and its tests.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
-import torch.nn as nn
+import torch
 from compressai.models import (
     CompressionModel,
     FactorizedPrior,
@@ -13,51 +20,97 @@ from compressai.models import (
 )
 
 from codec.checkerboard import CheckerboardAutoregressive
-from codec.errors import ConfigError
+from codec.coding import FactorizedCoding, HyperpriorCoding, LatentCodecCoding, SerialContextCoding
+from codec.errors import ConfigError, LicSweepError
 
-MODEL_CLASSES: dict[str, type[CompressionModel]] = {}
-_BUILDERS: dict[str, Callable[..., CompressionModel]] = {}
-
-
-def register_model(name: str, cls: type[CompressionModel]):
-    def decorator(builder: Callable[..., CompressionModel]):
-        MODEL_CLASSES[name] = cls
-        _BUILDERS[name] = builder
-        return builder
-
-    return decorator
+# Entropy-coder tables: their sizes change with update(), so they do not identify an architecture.
+_CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
-@register_model("factorized", FactorizedPrior)
-def _factorized(N: int, M: int, **_) -> CompressionModel:
-    return FactorizedPrior(N, M)
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cls: type[CompressionModel]
+    # (N, M) per rate tier, as the protocol (and CompressAI's zoo) uses them.
+    channels: dict[str, tuple[int, int]]
+    coding: Any  # one of codec.coding's codings
+    label: str
+    style: tuple[str, str]  # matplotlib colour and marker
+    # `python -m compressai.utils.eval_model -a NAME`, where CompressAI's zoo has the architecture.
+    compressai_name: str | None = None
+    # Builder taking (N, M, **options); default: cls(N=N, M=M).
+    builder: Callable[..., CompressionModel] | None = None
+
+    def build(self, N: int, M: int, **options) -> CompressionModel:
+        return self.builder(N=N, M=M, **options) if self.builder else self.cls(N=N, M=M)
+
+    def matches(self, state_dict: dict[str, torch.Tensor]) -> bool:
+        """Whether `state_dict` has exactly this architecture's parameters and shapes."""
+        try:
+            N, M = state_dict["g_a.0.weight"].shape[0], state_dict["g_a.6.weight"].shape[0]
+        except (KeyError, AttributeError, IndexError):
+            return False
+        return _signature(self.build(int(N), int(M)).state_dict()) == _signature(state_dict)
 
 
-@register_model("hyperprior", ScaleHyperprior)
-def _hyperprior(N: int, M: int, **_) -> CompressionModel:
-    return ScaleHyperprior(N, M)
+def _signature(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(_CODER_BUFFERS)}
 
 
-@register_model("joint_autoregressive", JointAutoregressiveHierarchicalPriors)
-def _joint_autoregressive(N: int, M: int, **_) -> CompressionModel:
-    return JointAutoregressiveHierarchicalPriors(N, M)
+REGISTRY: dict[str, ModelEntry] = {}
 
 
-@register_model("checkerboard", CheckerboardAutoregressive)
-def _checkerboard(N: int, M: int, forward_method: str = "twopass", **_) -> CompressionModel:
-    return CheckerboardAutoregressive(N, M, forward_method=forward_method)
+def register(entry: ModelEntry) -> ModelEntry:
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def registry_entry(name: str) -> ModelEntry:
+    if name not in REGISTRY:
+        raise ConfigError(f"model={name!r} is not registered; choose one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def build_model(name: str, N: int, M: int, **options) -> CompressionModel:
     """The model registered as `name`, with N hidden and M latent channels."""
-    if name not in _BUILDERS:
-        raise ConfigError(f"model={name!r} is not registered; choose one of: {', '.join(_BUILDERS)}")
-    return _BUILDERS[name](N=N, M=M, **options)
+    return registry_entry(name).build(N, M, **options)
 
 
-def model_name_of(model: nn.Module) -> str:
-    """The registry name of a model instance (the most specific registered class)."""
-    for name, cls in MODEL_CLASSES.items():
-        if type(model) is cls:
-            return name
+def entry_of(model: torch.nn.Module) -> ModelEntry:
+    """The registry entry of a model instance (its exact class)."""
+    for entry in REGISTRY.values():
+        if type(model) is entry.cls:
+            return entry
     raise ConfigError(f"{type(model).__name__} is not a registered model class")
+
+
+def entry_for_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelEntry:
+    """The one registered architecture whose parameters and shapes are those of `state_dict`."""
+    found = [e for e in REGISTRY.values() if e.matches(state_dict)]
+    if len(found) != 1:
+        what = "none" if not found else " and ".join(e.name for e in found)
+        raise LicSweepError(f"cannot tell the architecture of this state_dict: it matches {what} of the registered "
+                            f"models ({', '.join(REGISTRY)})")
+    return found[0]
+
+
+def model_channels(name: str, rate: str, which: str, channels: dict | None = None) -> int:
+    """N or M for the rate tier: from `channels` when the config gives a table, else the registry's."""
+    if channels:
+        return int(channels[rate][which])
+    return registry_entry(name).channels[str(rate)]["NM".index(which)]
+
+
+register(ModelEntry(
+    "factorized", FactorizedPrior, {"low": (128, 192), "high": (192, 320)}, FactorizedCoding(),
+    "Factorized prior (Ballé 2018)", ("tab:blue", "o"), compressai_name="bmshj2018-factorized"))
+register(ModelEntry(
+    "hyperprior", ScaleHyperprior, {"low": (128, 192), "high": (192, 320)}, HyperpriorCoding(),
+    "Scale hyperprior (Ballé 2018)", ("tab:orange", "s"), compressai_name="bmshj2018-hyperprior"))
+register(ModelEntry(
+    "joint_autoregressive", JointAutoregressiveHierarchicalPriors, {"low": (192, 192), "high": (192, 320)},
+    SerialContextCoding(), "Joint autoregressive (Minnen 2018)", ("tab:green", "^"), compressai_name="mbt2018"))
+register(ModelEntry(
+    "checkerboard", CheckerboardAutoregressive, {"low": (192, 192), "high": (192, 320)}, LatentCodecCoding(),
+    "Checkerboard context (He 2021)", ("tab:red", "D"),
+    builder=lambda N, M, forward_method="twopass", **_: CheckerboardAutoregressive(N, M, forward_method=forward_method)))

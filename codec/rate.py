@@ -13,5 +13,5 @@ def rate_tier(lmbda: float) -> str:
     except (TypeError, ValueError):
         raise ConfigError(f"lmbda={lmbda!r} is not a number; use a positive value such as 0.013") from None
     if not value > 0:
-        raise ConfigError(f"lmbda={lmbda} must be positive (the protocol uses 0.0067, 0.013, 0.025, 0.0483)")
+        raise ConfigError(f"lmbda={value:g} must be positive (the protocol uses 0.0067, 0.013, 0.025, 0.0483)")
     return "high" if value >= HIGH_RATE_FROM_LMBDA else "low"

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from codec.settings import RunSettings
+from codec.schema import RunConfig, as_dict
 
 
 # Keys that name a credential: never recorded in a W&B config, a checkpoint's config or a run record.
@@ -32,25 +32,26 @@ def without_secrets(values: Any) -> Any:
 class Tracker:
     """Thin wrapper over a wandb run; inert on non-zero ranks and with logger.mode=disabled."""
 
-    def __init__(self, settings: RunSettings, run_dir: Path, config: dict[str, Any], run_id: str | None,
-                 enabled: bool = True):
+    def __init__(self, config: RunConfig, run_dir: Path, run_id: str | None, enabled: bool = True,
+                 extra_config: dict[str, Any] | None = None):
         self.run = None
-        log = settings.logger
+        log = config.logger
         if not enabled or log.mode == "disabled":
             return
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        flat = {"model": settings.model.name, "lmbda": settings.lmbda, "N": settings.model.N,
-                "M": settings.model.M, "rate": settings.rate, "experiment": settings.experiment_name}
+        values = as_dict(config)
+        flat = {"model": config.model.name, "lmbda": config.lmbda, "N": config.model.N, "M": config.model.M,
+                "rate": str(config.rate), "experiment": config.experiment_name}
         # Flat keys first, so the UI can compare runs by model/lmbda/N/M/rate; the nested model
         # config stays under "model_config".
-        full = without_secrets({**{k: v for k, v in config.items() if k != "model"}, "model_config": config.get("model"),
-                                **flat})
+        full = without_secrets({**{k: v for k, v in values.items() if k != "model"}, "model_config": values["model"],
+                                **flat, **(extra_config or {})})
         options = dict(
             mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
             dir=str(Path(log.dir) if log.dir else run_dir), id=run_id or uuid.uuid4().hex[:12],
-            resume="allow", name=f"{settings.model.name}_lmbda{settings.lmbda}", group=log.group or None,
+            resume="allow", name=config.run_name, group=log.group or None,
             tags=[str(t) for t in log.tags], config=full, reinit="finish_previous",
         )
         # After a kill, the dead process's wandb-core holds the run id for a few seconds.

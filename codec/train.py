@@ -1,5 +1,7 @@
-"""The training loop: Adam on the model, Adam on the entropy bottleneck quantiles (aux loss),
-per-epoch scheduler, atomic checkpoints, exact resume, NaN stop, optional DDP (torchrun)."""
+"""The training loop: Adam on the model, Adam on the entropy bottleneck quantiles (aux loss), per-epoch
+scheduler, NaN stop, optional DDP. `build_trainer` assembles the parts (and resumes); `Trainer.fit` is the
+loop; what happens around it (W&B logging, when checkpoints are written, tests' fault injection) are
+`Callback`s."""
 
 from __future__ import annotations
 
@@ -16,12 +18,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from codec.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_atomic
+from codec.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    restore_rng_state,
+    save_atomic,
+    train_state_of,
+    training_checkpoint,
+)
 from codec.data import CropDataset, epoch_order, split_files
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
 from codec.models import build_model
-from codec.settings import RunSettings
+from codec.schema import RunConfig, SchedulerName, as_dict
 from codec.tracking import Tracker, without_secrets
 
 
@@ -79,9 +88,9 @@ def split_parameters(model: torch.nn.Module):
     return main, aux
 
 
-def make_scheduler(settings: RunSettings, optimizer):
-    s = settings.scheduler
-    if s.name == "multistep":
+def make_scheduler(config: RunConfig, optimizer):
+    s = config.scheduler
+    if s.name == SchedulerName.multistep:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=s.factor,
                                                       patience=s.patience, min_lr=s.min_lr)
@@ -93,96 +102,135 @@ def _collate(batch):
     return images, skipped
 
 
-class Trainer:
-    def __init__(self, settings: RunSettings, run_dir: Path, config: dict[str, Any]):
-        self.s, self.run_dir, self.config = settings, Path(run_dir), config
-        self.ddp = init_distributed(settings.device)
-        self.device = pick_device(settings.device, self.ddp)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        d = settings.data
-        split = split_files(d.format, d.root, d.val_fraction, d.list_file)
-        self.train_set = CropDataset(split.train, d.patch_size, True, d.small_images, settings.seed, d.cache_images)
-        self.val_set = CropDataset(split.val, d.patch_size, False, d.small_images, settings.seed, d.cache_images)
-        per_rank = len(self.train_set) // self.ddp.world_size
-        if per_rank < d.batch_size:
-            raise LicSweepError(f"data.batch_size={d.batch_size} is larger than the {per_rank} training "
-                                f"images per process in {d.root}; lower data.batch_size")
+class Callback:
+    """Hooks around the training loop; each does nothing unless overridden."""
 
-        torch.manual_seed(settings.seed)
-        m = settings.model
-        self.memory_format = torch.channels_last if settings.trainer.channels_last else torch.contiguous_format
-        self.model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(
-            self.device, memory_format=self.memory_format)
-        main, aux = split_parameters(self.model)
-        self.main_params = main
-        o = settings.optimizer
-        self.optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
-        self.aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
-        self.scheduler = make_scheduler(settings, self.optimizer)
-        self.criterion = RateDistortionLoss(settings.lmbda)
-        self.net = self.model
-        if self.ddp.world_size > 1:
+    def on_step_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_validation_batch(self, trainer: "Trainer", index: int) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", val: dict[str, float]) -> None:
+        """After validation and the scheduler step; trainer.state.epoch counts the finished epoch."""
+
+    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None:
+        """After `path` was written."""
+
+
+class TrackerLogging(Callback):
+    """Train metrics every trainer.log_every_steps, validation metrics and reconstructions every epoch."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+
+    def on_step_end(self, trainer, metrics):
+        state = trainer.state
+        if state.step % trainer.config.trainer.log_every_steps == 0 or state.step == 1:
+            self.tracker.log({f"train/{k}": v for k, v in metrics.items()} | {"train/lr": trainer.lr,
+                                                                               "epoch": state.epoch}, step=state.step)
+
+    def on_epoch_end(self, trainer, val):
+        step = trainer.state.step
+        self.tracker.log({f"val/{k}": v for k, v in val.items()} | {"val/lr": trainer.lr, "epoch": trainer.state.epoch},
+                         step=step)
+        self.tracker.images("val/reconstructions", trainer.val_images(trainer.config.logger.log_images), step=step)
+
+
+class CheckpointPolicy(Callback):
+    """last.pth after every epoch, every trainer.checkpoint_every_minutes and every
+    trainer.checkpoint_every_steps; best.pth when the validation loss improves. Entropy models are
+    updated before an epoch's checkpoints, so best.pth and the final last.pth code real bitstreams."""
+
+    def __init__(self):
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, trainer, metrics):
+        t = trainer.config.trainer
+        minutes = (time.monotonic() - self.last_save) / 60
+        if (t.checkpoint_every_minutes and minutes >= t.checkpoint_every_minutes) or \
+                (t.checkpoint_every_steps and trainer.state.step % t.checkpoint_every_steps == 0):
+            trainer.save("last.pth")
+            self.last_save = time.monotonic()
+
+    def on_epoch_end(self, trainer, val):
+        if val["loss"] < trainer.state.best_loss:
+            trainer.state.best_loss = val["loss"]
+            trainer.save("best.pth", update_entropy_models=True)
+        trainer.save("last.pth", update_entropy_models=True)
+        self.last_save = time.monotonic()
+
+
+class Trainer:
+    """The parts of one training run (see build_trainer) and its loop."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, ddp: Distributed, device: torch.device,
+                 train_set: CropDataset, val_set: CropDataset, model, optimizer, aux_optimizer, scheduler):
+        self.config, self.run_dir, self.ddp, self.device = config, Path(run_dir), ddp, device
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.train_set, self.val_set = train_set, val_set
+        self.model, self.optimizer, self.aux_optimizer, self.scheduler = model, optimizer, aux_optimizer, scheduler
+        self.main_params, _ = split_parameters(model)
+        self.memory_format = torch.channels_last if config.trainer.channels_last else torch.contiguous_format
+        self.criterion = RateDistortionLoss(config.lmbda)
+        self.net = model
+        if ddp.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            quantiles = [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
-            DDP._set_params_and_buffers_to_ignore_for_model(self.model, quantiles)
-            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
-        self.best_loss, self.wandb_id = math.inf, None
-        self.skipped: dict[str, None] = {}
+            quantiles = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
+            DDP._set_params_and_buffers_to_ignore_for_model(model, quantiles)
+            self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.state = TrainState()
+        self.callbacks: list[Callback] = []
         self._stop_signal = None
-        self._resume()
+        self._last_val_batch = None
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _resume(self) -> None:
-        path = Path(self.s.resume) if self.s.resume else self.ckpt_dir / "last.pth"
+    def resume(self, path: Path | None = None) -> None:
+        """Continue from `path` (default: the run directory's last.pth, if any)."""
+        explicit = path is not None
+        path = Path(path) if explicit else self.ckpt_dir / "last.pth"
         if not path.exists():
-            if self.s.resume:
-                raise LicSweepError(f"resume={self.s.resume}: no such checkpoint")
+            if explicit:
+                raise LicSweepError(f"resume={path}: no such checkpoint")
             return
         ckpt = load_checkpoint(path, map_location=self.device)
-        if "optimizer" not in ckpt:
-            raise LicSweepError(f"{path} is a bare state_dict; it cannot resume training")
-        saved = ckpt.get("model_meta", {})
-        ours = {"name": self.s.model.name, "N": self.s.model.N, "M": self.s.model.M}
+        state = train_state_of(ckpt, path)
+        saved, ours = ckpt.get("model_meta", {}), self._model_meta()
         if saved and saved != ours:
             raise LicSweepError(f"{path} was written for {saved}, not {ours}; use another run directory")
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch, self.step, self.batch_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]
-        self.best_loss, self.wandb_id = ckpt["best_loss"], ckpt.get("wandb_run_id")
-        self.skipped = dict.fromkeys(ckpt.get("skipped_files", []))
         restore_rng_state(ckpt["rng"])
+        self.state = state
         if self.ddp.is_main:
-            print(f"resuming from {path}: epoch {self.epoch}, step {self.step}")
+            print(f"resuming from {path}: epoch {state.epoch}, step {state.step}")
 
-    def _checkpoint(self) -> dict:
-        return {
-            "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-            "best_loss": self.best_loss, "rng": rng_state(), "config": without_secrets(self.config),
-            "wandb_run_id": self.wandb_id, "skipped_files": list(self.skipped),
-            "model_meta": {"name": self.s.model.name, "N": self.s.model.N, "M": self.s.model.M},
-            "lmbda": self.s.lmbda,
-        }
+    def _model_meta(self) -> dict:
+        m = self.config.model
+        return {"name": m.name, "N": m.N, "M": m.M}
 
     def save(self, name: str, update_entropy_models: bool = False) -> Path:
+        path = self.ckpt_dir / name
         if not self.ddp.is_main:
-            return self.ckpt_dir / name
+            return path
         if update_entropy_models:
             self.model.update(force=True)
-        path = self.ckpt_dir / name
-        save_atomic(self._checkpoint(), path)
+        save_atomic(training_checkpoint(self.state, self.model, self.optimizer, self.aux_optimizer, self.scheduler,
+                                        without_secrets(as_dict(self.config)), self._model_meta(), self.config.lmbda),
+                    path)
+        for callback in self.callbacks:
+            callback.on_checkpoint(self, path)
         return path
 
-    # -- loop --------------------------------------------------------------------------------
+    # -- steps -------------------------------------------------------------------------------
     def _loader(self, dataset, order, batch_size, drop_last):
         return DataLoader(Subset(dataset, order), batch_size=batch_size, shuffle=False,
-                          num_workers=self.s.data.num_workers, drop_last=drop_last, collate_fn=_collate,
+                          num_workers=self.config.data.num_workers, drop_last=drop_last, collate_fn=_collate,
                           generator=torch.Generator(), pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 
@@ -190,10 +238,10 @@ class Trainer:
         return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
     def _note_skipped(self, skipped: list[str]) -> None:
-        new = [s for s in skipped if s not in self.skipped]
+        new = [s for s in skipped if s not in self.state.skipped_files]
         if new and self.ddp.is_main:
             tqdm.write(f"warning: skipped {len(new)} unusable training file(s): " + "; ".join(new))
-        self.skipped.update(dict.fromkeys(new))
+        self.state.skipped_files.extend(new)
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         self.net.train()
@@ -201,7 +249,7 @@ class Trainer:
         losses = self.criterion(out, x)
         if not torch.isfinite(losses["loss"]):
             raise NonFiniteLoss(
-                f"the loss became {losses['loss'].item()} at step {self.step + 1} (epoch {self.epoch}); "
+                f"the loss became {losses['loss'].item()} at step {self.state.step + 1} (epoch {self.state.epoch}); "
                 f"training stopped. The last good checkpoint stays in {self.ckpt_dir}. Lower optimizer.lr "
                 "or set trainer.clip_max_norm.")
         # Every step starts from no gradients at all: a gradient left from the previous step (the aux
@@ -209,8 +257,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.aux_optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        if self.s.trainer.clip_max_norm:
-            torch.nn.utils.clip_grad_norm_(self.main_params, self.s.trainer.clip_max_norm)
+        if self.config.trainer.clip_max_norm:
+            torch.nn.utils.clip_grad_norm_(self.main_params, self.config.trainer.clip_max_norm)
         self.optimizer.step()
 
         aux_loss = self.model.aux_loss()
@@ -230,19 +278,21 @@ class Trainer:
         totals: dict[str, float] = {}
         count = 0
         order = list(range(len(self.val_set)))
-        for i, (x, _) in enumerate(self._loader(self.val_set, order, self.s.data.val_batch_size, False)):
-            if self.s.trainer.val_batches and i >= self.s.trainer.val_batches:
+        for i, (x, _) in enumerate(self._loader(self.val_set, order, self.config.data.val_batch_size, False)):
+            if self.config.trainer.val_batches and i >= self.config.trainer.val_batches:
                 break
             x = self._on_device(x)
             losses = self.criterion(self.model(x), x)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v.item() * x.shape[0]
             count += x.shape[0]
-        self._last_val_batch = x
+            self._last_val_batch = x
+            for callback in self.callbacks:
+                callback.on_validation_batch(self, i)
         return {k: v / count for k, v in totals.items()}
 
-    def _val_images(self, n: int) -> list:
-        if n <= 0:
+    def val_images(self, n: int) -> list:
+        if n <= 0 or self._last_val_batch is None:
             return []
         x = self._last_val_batch[:n]
         with torch.no_grad():
@@ -258,6 +308,7 @@ class Trainer:
         if not torch.allclose(mine, reference, rtol=1e-5, atol=1e-6):
             raise RuntimeError(f"rank {self.ddp.rank}: weights differ from rank 0 after training")
 
+    # -- signals -----------------------------------------------------------------------------
     def _hand_over_signal(self, previous) -> None:
         """After last.pth is saved: let the job system finish its part of the signal.
 
@@ -280,44 +331,33 @@ class Trainer:
     def _on_signal(self, signum, _frame):
         self._stop_signal = signum
 
-    def fit(self, tracker: Tracker) -> TrainResult:
-        t = self.s.trainer
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, callbacks: list[Callback] = ()) -> TrainResult:
+        self.callbacks = [*callbacks]
+        t, state, bs = self.config.trainer, self.state, self.config.data.batch_size
         max_steps = t.max_steps or math.inf
-        stopped_by = "epochs"
-        last: dict[str, float] = {}
-        kill_after = int(os.environ.get("LIC_SWEEP_KILL_AFTER_STEP", "0"))  # fault injection for tests
-        every_steps = int(os.environ.get("LIC_SWEEP_CHECKPOINT_EVERY_STEPS", "0"))
+        stopped_by, last = "epochs", {}
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)} \
             if self.ddp.world_size == 1 and _main_thread() else {}
-        last_save = time.monotonic()
         try:
-            while self.epoch < t.epochs and self.step < max_steps:
-                self.train_set.set_epoch(self.epoch)
-                bs = self.s.data.batch_size
-                order = epoch_order(len(self.train_set), self.s.seed, self.epoch, self.ddp.rank,
+            while state.epoch < t.epochs and state.step < max_steps:
+                self.train_set.set_epoch(state.epoch)
+                order = epoch_order(len(self.train_set), self.config.seed, state.epoch, self.ddp.rank,
                                     self.ddp.world_size, min_length=(t.steps_per_epoch or 0) * bs)
                 batches = t.steps_per_epoch or len(order) // bs
-                order = order[self.batch_in_epoch * bs: batches * bs]
-                bar = tqdm(total=batches, initial=self.batch_in_epoch, disable=not self.ddp.is_main,
-                           desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+                order = order[state.batch_in_epoch * bs: batches * bs]
+                bar = tqdm(total=batches, initial=state.batch_in_epoch, disable=not self.ddp.is_main,
+                           desc=f"epoch {state.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
                 for x, skipped in self._loader(self.train_set, order, bs, True):
                     self._note_skipped(skipped)
                     last = self.train_step(self._on_device(x))
-                    self.step += 1
-                    self.batch_in_epoch += 1
+                    state.step += 1
+                    state.batch_in_epoch += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", bpp=f"{last['bpp']:.3f}", psnr=f"{last['psnr']:.2f}")
-                    if self.step % t.log_every_steps == 0 or self.step == 1:
-                        tracker.log({f"train/{k}": v for k, v in last.items()}
-                                    | {"train/lr": self.optimizer.param_groups[0]["lr"], "epoch": self.epoch}, step=self.step)
-                    minutes = (time.monotonic() - last_save) / 60
-                    if (t.checkpoint_every_minutes and minutes >= t.checkpoint_every_minutes) or \
-                            (every_steps and self.step % every_steps == 0):
-                        self.save("last.pth")
-                        last_save = time.monotonic()
-                    if kill_after and self.step == kill_after:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    if self.step >= max_steps or self._stop_signal:
+                    for callback in self.callbacks:
+                        callback.on_step_end(self, last)
+                    if state.step >= max_steps or self._stop_signal:
                         break
                 bar.close()
                 if self._stop_signal:
@@ -325,29 +365,10 @@ class Trainer:
                     self._hand_over_signal(old_handlers.get(self._stop_signal))
                     stopped_by = f"signal {signal.Signals(self._stop_signal).name}"
                     break
-                epoch_done = self.batch_in_epoch >= batches
-                val = self.validate()
-                if epoch_done:
-                    if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        self.scheduler.step(val["loss"])
-                    else:
-                        self.scheduler.step()
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                else:
+                if state.batch_in_epoch < batches:  # the step budget ended mid-epoch
                     stopped_by = "max_steps"
-                tracker.log({f"val/{k}": v for k, v in val.items()}
-                            | {"val/lr": self.optimizer.param_groups[0]["lr"], "epoch": self.epoch}, step=self.step)
-                tracker.images("val/reconstructions", self._val_images(self.s.logger.log_images), step=self.step)
-                if val["loss"] < self.best_loss:
-                    self.best_loss = val["loss"]
-                    self.save("best.pth", update_entropy_models=True)
-                self.save("last.pth", update_entropy_models=True)
-                last_save = time.monotonic()
-                if self.ddp.is_main:
-                    tqdm.write(f"epoch {self.epoch} step {self.step}: val loss {val['loss']:.4f} "
-                               f"bpp {val['bpp']:.4f} psnr {val['psnr']:.2f} dB lr {self.optimizer.param_groups[0]['lr']:.2e}")
-            if self.step >= max_steps and stopped_by == "epochs":
+                self._end_epoch(finished=state.batch_in_epoch >= batches)
+            if state.step >= max_steps and stopped_by == "epochs":
                 stopped_by = "max_steps"
         finally:
             for s, h in old_handlers.items():
@@ -356,7 +377,49 @@ class Trainer:
             self._check_replicas_in_sync()
         if not (self.ckpt_dir / "best.pth").exists():  # e.g. resumed after the budget was reached
             self.save("best.pth", update_entropy_models=True)
-        return TrainResult(self.step, self.epoch, self.best_loss, last, list(self.skipped), stopped_by)
+        return TrainResult(state.step, state.epoch, state.best_loss, last, list(state.skipped_files), stopped_by)
+
+    def _end_epoch(self, finished: bool) -> None:
+        """Validate; for a finished epoch step the scheduler and count it; then the callbacks (logging,
+        checkpoints) see the state a resumed run starts from."""
+        val = self.validate()
+        if finished:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(val["loss"])
+            else:
+                self.scheduler.step()
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, val)
+        if self.ddp.is_main:
+            tqdm.write(f"epoch {self.state.epoch} step {self.state.step}: val loss {val['loss']:.4f} "
+                       f"bpp {val['bpp']:.4f} psnr {val['psnr']:.2f} dB lr {self.lr:.2e}")
+
+
+def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
+    """The data, model, optimizers and scheduler of a run, resumed from its last checkpoint if it has one."""
+    ddp = init_distributed(config.device)
+    device = pick_device(config.device, ddp)
+    d = config.data
+    split = split_files(d.format, d.root, d.val_fraction, d.list_file)
+    train_set = CropDataset(split.train, d.patch_size, True, d.small_images, config.seed, d.cache_images)
+    val_set = CropDataset(split.val, d.patch_size, False, d.small_images, config.seed, d.cache_images)
+    per_rank = len(train_set) // ddp.world_size
+    if per_rank < d.batch_size:
+        raise LicSweepError(f"data.batch_size={d.batch_size} is larger than the {per_rank} training "
+                            f"images per process in {d.root}; lower data.batch_size")
+    torch.manual_seed(config.seed)
+    m, o = config.model, config.optimizer
+    memory_format = torch.channels_last if config.trainer.channels_last else torch.contiguous_format
+    model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(device, memory_format=memory_format)
+    main, aux = split_parameters(model)
+    optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
+    aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
+    trainer = Trainer(config, run_dir, ddp, device, train_set, val_set, model, optimizer, aux_optimizer,
+                      make_scheduler(config, optimizer))
+    trainer.resume(Path(config.resume) if config.resume else None)
+    return trainer
 
 
 def _checksum(model: torch.nn.Module) -> torch.Tensor:

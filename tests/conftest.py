@@ -41,13 +41,11 @@ def small_eval_folder(tmp_path: Path, count: int = 2) -> Path:
     return folder
 
 
-def settings_for(overrides: list[str]):
-    """(RunSettings, resolved config dict) for these overrides, composed as run.py does."""
-    from entry import compose, resolved_dict
-    from codec.settings import RunSettings
+def config_for(overrides: list[str]):
+    """The typed RunConfig for these overrides, composed as run.py composes it."""
+    from entry import config_for as compose_config
 
-    values = resolved_dict(compose(overrides))
-    return RunSettings.from_dict(values), values
+    return compose_config(overrides)
 
 
 def subprocess_env(**extra: str) -> dict:

@@ -6,13 +6,19 @@ import sys
 import pytest
 
 from codec.errors import LicSweepError
-from entry import check_config, compose
+from entry import compose, config_for
 from sweep import grid_overrides, plan
 from tests.conftest import REPO
 
+
+def check_config(cfg):
+    from entry import run_config
+
+    return run_config(cfg, require_data=False)
+
 LAMBDAS = [0.0067, 0.013, 0.025, 0.0483]
 MODELS = ["factorized", "hyperprior", "joint_autoregressive", "checkerboard"]
-# DESIGN.md's protocol.
+# The seminar protocol (README: Full protocol): channels per model and rate tier.
 CHANNELS = {
     ("factorized", "low"): (128, 192), ("factorized", "high"): (192, 320),
     ("hyperprior", "low"): (128, 192), ("hyperprior", "high"): (192, 320),
@@ -47,8 +53,10 @@ def test_seminar_sweep_plans_exactly_the_16_points():
 
 def test_sweep_narrows_from_the_shell():
     points = grid_overrides(["experiment=seminar", "model=hyperprior,checkerboard", "lmbda=0.013"])
-    assert sorted(p[-1] for p in points) == ["model=checkerboard", "model=hyperprior"]
-    assert all("lmbda=0.013" in p for p in points)
+    assert sorted(next(o for o in p if o.startswith("model=")) for p in points) == \
+        ["model=checkerboard", "model=hyperprior"]
+    assert all("lmbda=0.013" in p and "experiment=seminar" in p for p in points)
+    assert len(grid_overrides(["experiment=seminar"])) == 16
 
 
 def test_any_model_runs_with_any_scheduler():
@@ -69,8 +77,14 @@ def test_rate_override_and_explicit_channels():
     ("model=foo", r"model/foo.*checkerboard.*factorized.*hyperprior.*joint_autoregressive"),
     ("lmbda=-1", r"lmbda=-1 must be positive"),
     ("lmbda=0", r"lmbda=0 must be positive"),
-    ("rate=mid", r"rate='mid'.*low, high"),
-    ("data.batch_size=-4", r"data.batch_size=-4 must be a positive integer"),
+    ("rate=mid", r"Invalid value 'mid', expected one of \[low, high\].*full_key: rate"),
+    ("data.batch_size=-4", r"data.batch_size=-4 must be positive"),
+    ("trainer.clip_max_nrom=2.0", r"trainer.clip_max_nrom"),
+    ("trainer.max_steps=abc", r"'abc'.*could not be converted to Integer.*full_key: trainer.max_steps"),
+    ("optimizer.lr=fast", r"'fast'.*could not be converted to Float.*full_key: optimizer.lr"),
+    ("data.small_images=crop", r"Invalid value 'crop', expected one of \[pad, skip\].*data.small_images"),
+    ("scheduler.patience=-1", r"scheduler.patience=-1 must be >= 0"),
+    ("trainer.checkpoint_every_steps=0", r"trainer.checkpoint_every_steps=0 must be positive"),
     ("data.patch_size=100", r"data.patch_size=100 must be a multiple of 64"),
     ("scheduler=cosine", r"scheduler/cosine.*multistep.*plateau"),
     ("trainer.epochs=0", r"trainer.epochs=0"),
@@ -82,6 +96,31 @@ def test_invalid_override_names_setting_and_choices(override, message):
     with pytest.raises(LicSweepError) as info:
         check_config(compose(["experiment=seminar", override]))
     assert re.search(message, str(info.value), re.S), str(info.value)
+
+
+def test_a_typo_in_a_users_own_experiment_file_stops_before_any_work(tmp_path):
+    """The schema (codec/schema.py) is Hydra's: a key it does not have, in any YAML file, is refused with
+    the key's name, instead of being dropped while its default is used."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nexperiment_name: mine\ntrainer:\n  clip_max_nrom: 2.0\n")
+    with pytest.raises(LicSweepError, match=r"clip_max_nrom.*not in 'TrainerConfig'"):
+        compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine"])
+    (tmp_path / "experiment" / "typed.yaml").write_text(
+        "# @package _global_\nexperiment_name: typed\ndata:\n  batch_size: many\n")
+    with pytest.raises(LicSweepError, match=r"'many'.*Integer.*data.batch_size"):
+        compose([f"hydra.searchpath=[file://{tmp_path}]", "experiment=typed"])
+    good = tmp_path / "experiment" / "good.yaml"
+    good.write_text("# @package _global_\nexperiment_name: good\ntrainer:\n  clip_max_norm: 2.0\n")
+    good_config = config_for([f"hydra.searchpath=[file://{tmp_path}]", "experiment=good"], require_data=False)
+    assert good_config.trainer.clip_max_norm == 2.0
+
+
+def test_a_typo_on_the_command_line_exits_with_one_line():
+    out = subprocess.run([sys.executable, "run.py", "trainer.clip_max_nrom=2"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "trainer.clip_max_nrom" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_cli_shows_resolved_protocol_and_rejects_bad_values():

@@ -16,7 +16,7 @@ from codec.classical import evaluate_classical
 from codec.errors import LicSweepError
 from codec.evaluate import DecodeMismatch, evaluate_model, list_eval_images, load_model, summarize
 from codec.models import build_model
-from codec.settings import MODEL_NAMES
+from codec.models import REGISTRY
 from tests.conftest import KODAK, REPO, kodak_crop, small_eval_folder, subprocess_env
 from tests.test_models import _train_a_little
 
@@ -28,7 +28,7 @@ def _tiny_trained(name):
     return model.eval()
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", list(REGISTRY))
 def test_agrees_with_compressai_eval_model(tmp_path, name):
     """bpp within 0.1 percent and PSNR within 0.01 dB of compressai.utils.eval_model's inference."""
     from compressai.utils.eval_model.__main__ import inference, read_image
@@ -55,14 +55,16 @@ def test_results_json_and_per_image_csv_from_a_checkpoint_on_the_command_line(tm
     model = _tiny_trained("hyperprior")
     ckpt = tmp_path / "compressai_state_dict.pth"
     torch.save(model.state_dict(), ckpt)  # a bare state_dict, as CompressAI's tools write
-    run_dir = tmp_path / "eval"
     out = subprocess.run([sys.executable, "run.py", "task=eval", f"checkpoint={ckpt}",
                           f"eval.root={small_eval_folder(tmp_path)}", "eval.save_bitstreams=true",
-                          "eval.save_reconstructions=true", f"hydra.run.dir={run_dir}"],
+                          "eval.save_reconstructions=true", f"hydra.run.dir={tmp_path}/${{run_name}}"],
                          cwd=REPO, capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert out.returncode == 0, out.stderr[-2000:]
+    # named from the checkpoint itself (a bare state_dict records no lambda), not from the config's defaults
+    run_dir = tmp_path / "eval_hyperprior_lmbdaunknown"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["model"] == "hyperprior" and (results["N"], results["M"]) == (16, 24)
+    assert results["lmbda"] is None and "done eval_hyperprior_lmbdaunknown" in out.stdout
     assert results["num_images"] == 2 and results["coding_device"] == "cpu"
     for row in results["per_image"]:
         stem = row["image"].removesuffix(".png")
@@ -141,13 +143,12 @@ def test_our_checkpoints_load_in_compressai_eval_model(tmp_path):
     """CompressAI's eval_model and update_model load files with torch.load(weights_only=True)."""
     from compressai.utils.eval_model.__main__ import load_checkpoint
 
-    from codec.tracking import Tracker
-    from codec.train import Trainer
-    from tests.conftest import settings_for, tiny_overrides
+    from codec.train import CheckpointPolicy, build_trainer
+    from tests.conftest import config_for, tiny_overrides
 
-    settings, values = settings_for(tiny_overrides(tmp_path, "model=hyperprior", "logger=none"))
-    trainer = Trainer(settings, tmp_path / "run", values)
-    trainer.fit(Tracker(settings, tmp_path / "run", values, None, enabled=False))
+    config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "logger=none"))
+    trainer = build_trainer(config, tmp_path / "run")
+    trainer.fit([CheckpointPolicy()])
     for name in ("best.pth", "last.pth"):
         assert "rng" in torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
     net = load_checkpoint("bmshj2018-hyperprior", False, str(tmp_path / "run" / "checkpoints" / "best.pth"))

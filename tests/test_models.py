@@ -4,12 +4,13 @@ import pytest
 import torch
 from compressai.models import FactorizedPrior, JointAutoregressiveHierarchicalPriors, ScaleHyperprior
 
-from codec.bitstream import crop, decode, decode_mismatches, encode, pack, shape_for_decompress, unpack
+from codec.bitstream import crop, decode, decode_mismatches, decompress_shape, encode, pack, unpack
 from codec.checkerboard import CheckerboardAutoregressive
-from codec.errors import ConfigError
-from codec.models import MODEL_CLASSES, build_model, model_name_of
-from codec.settings import MODEL_NAMES
+from codec.errors import ConfigError, LicSweepError
+from codec.models import REGISTRY, build_model, entry_for_state_dict, entry_of
 from tests.conftest import kodak_crop
+
+MODEL_NAMES = list(REGISTRY)
 
 EXPECTED_CLASSES = {
     "factorized": FactorizedPrior,
@@ -19,12 +20,25 @@ EXPECTED_CLASSES = {
 }
 
 
-def test_registry_maps_the_four_names_to_their_classes():
-    assert set(MODEL_CLASSES) == set(MODEL_NAMES)
+def test_registry_maps_the_names_to_their_classes():
+    assert set(EXPECTED_CLASSES) <= set(REGISTRY)
     for name, cls in EXPECTED_CLASSES.items():
         model = build_model(name, 8, 12)
         assert type(model) is cls
-        assert model_name_of(model) == name
+        assert entry_of(model).name == name
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_state_dict_is_recognised_by_its_parameters_alone(name):
+    """No key order, no isinstance order: exactly one registered architecture has these parameters."""
+    for N, M in ((8, 12), (16, 16)):
+        state_dict = build_model(name, N, M).state_dict()
+        assert entry_for_state_dict(state_dict).name == name
+
+
+def test_an_unknown_state_dict_is_refused():
+    with pytest.raises(LicSweepError, match="cannot tell the architecture.*matches none"):
+        entry_for_state_dict({"g_a.0.weight": torch.zeros(8, 3, 5, 5), "g_a.6.weight": torch.zeros(12, 8, 5, 5)})
 
 
 def test_unknown_model_names_the_choices():
@@ -38,7 +52,7 @@ def test_forward_trains(name):
     model = build_model(name, 16, 24).train()
     out = model(x)
     assert out["x_hat"].shape == x.shape
-    expected = {"y"} if name == "factorized" else {"y", "z"}
+    expected = {"y"} if entry_of(model).coding.strings == 1 else {"y", "z"}
     assert set(out["likelihoods"]) == expected
     bpp = sum(torch.log2(l).sum() for l in out["likelihoods"].values()) / -(x.shape[2] * x.shape[3])
     loss = torch.nn.functional.mse_loss(out["x_hat"], x) + bpp + model.aux_loss()
@@ -70,10 +84,10 @@ def test_real_bitstream_round_trip(name):
         data = pack(enc)
         x_hat, y_hat = decode(model, unpack(data, model))
         # the model's own decompress gives the same image
-        reference = crop(model.decompress(enc.strings, shape_for_decompress(model, enc.latent_hw))["x_hat"],
+        reference = crop(model.decompress(enc.strings, decompress_shape(model, enc.image_hw))["x_hat"],
                          enc.image_hw)
         assert torch.equal(x_hat, reference)
-        assert unpack(data, model).latent_hw == enc.latent_hw
+        assert unpack(data, model).image_hw == enc.image_hw
         # the decoder reproduces exactly the latent the encoder coded
         assert torch.equal(y_hat, enc.y_hat)
         assert decode_mismatches(enc, y_hat) == 0
@@ -89,11 +103,11 @@ def test_packed_bitstream_round_trips_bytes():
     from codec.bitstream import Encoded
 
     model = build_model("checkerboard", 8, 8)
-    enc = Encoded([[b"abc"], [b""], [bytes(300)]], (8, 6), (500, 333))
+    enc = Encoded([[b"abc"], [b""], [bytes(300)]], (500, 333))
     data = pack(enc)
     assert len(data) == 4 + 1 + 3 + 1 + 0 + 300  # size header, two length bytes, the strings
     back = unpack(data, model)
-    assert back.strings == enc.strings and back.latent_hw == (8, 6) and back.image_hw == (500, 333)
+    assert back.strings == enc.strings and back.image_hw == (500, 333)
     with pytest.raises(ValueError, match="truncated"):
         unpack(data[:6], model)
 

@@ -60,9 +60,10 @@ def test_grid_through_submitit_slurm(tmp_path):
 
 
 def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
-    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60")
+    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60",
+                     "trainer.checkpoint_every_steps=1")
     sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="1"))
+                             env=_env())
     ckpt = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013" / "checkpoints" / "last.pth"
     try:
         deadline = time.time() + 300

@@ -46,6 +46,22 @@ def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
     assert status.returncode == 0 and "4 done of 4 runs" in status.stdout
 
 
+def test_run_py_multirun_ends_with_the_same_summary_and_report(tmp_path):
+    """The summary and the report are a Hydra Callback: `run.py -m` gets them as sweep.py does."""
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps_per"))]
+    broken = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.0067" / "checkpoints" / "last.pth"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
+    cmd = [sys.executable, "run.py", "-m", *overrides, "model=factorized,hyperprior", "lmbda=0.0067",
+           "trainer.max_steps=2", "trainer.steps_per_epoch=2", "eval.max_images=1", "hydra/launcher=basic",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=subprocess_env())
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "1 done, 1 failed of 2 runs" in out.stdout
+    assert "not done: hyperprior_lmbda0.0067 (failed)" in out.stdout and "failed.json" in out.stdout
+    assert "RD plot:" in out.stdout and (tmp_path / "sweep" / "report" / "rd_psnr.png").is_file()
+
+
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     broken = tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067" / "checkpoints" / "last.pth"
     broken.parent.mkdir(parents=True)

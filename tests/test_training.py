@@ -11,10 +11,12 @@ import torch
 from analysis.wandb_offline import find_runs, read_run
 from codec.checkpoint import load_checkpoint
 from codec.job import train_and_evaluate
-from codec.settings import MODEL_NAMES
-from codec.train import NonFiniteLoss, Trainer
+from codec.models import REGISTRY
+from codec.train import CheckpointPolicy, NonFiniteLoss, build_trainer
 from codec.tracking import Tracker
-from tests.conftest import REPO, settings_for, subprocess_env, tiny_overrides
+from tests.conftest import REPO, config_for, subprocess_env, tiny_overrides
+
+MODEL_NAMES = list(REGISTRY)
 
 CONTRACT = ("model", "lmbda", "N", "M", "dataset", "num_images", "num_pixels", "bits", "bpp", "psnr",
             "ms_ssim", "enc_time", "dec_time", "per_image")
@@ -22,9 +24,9 @@ CONTRACT = ("model", "lmbda", "N", "M", "dataset", "num_images", "num_pixels", "
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_quickstart_run_leaves_checkpoints_results_and_wandb_run(tmp_path, model):
-    settings, values = settings_for(tiny_overrides(tmp_path, f"model={model}", "lmbda=0.025"))
+    config = config_for(tiny_overrides(tmp_path, f"model={model}", "lmbda=0.025"))
     run_dir = tmp_path / "run"
-    summary = train_and_evaluate(settings, values, run_dir)
+    summary = train_and_evaluate(config, run_dir)
     assert summary["train_steps"] == 2
     for name in ("last.pth", "best.pth"):
         ckpt = load_checkpoint(run_dir / "checkpoints" / name)
@@ -58,12 +60,18 @@ def _run(tmp_path, run_dir, *extra, env=None, check=True):
     return out
 
 
+def _run_killed(tmp_path, run_dir, point, *extra):
+    """The same command run under tests/killpoint.py, which SIGKILLs its process group at `point`."""
+    cmd = [sys.executable, "tests/killpoint.py", point, *tiny_overrides(tmp_path, *extra), f"hydra.run.dir={run_dir}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=subprocess_env(),
+                          start_new_session=True)
+
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     common = ("model=hyperprior", "trainer.max_steps=4", "trainer.steps_per_epoch=3", "trainer.epochs=5",
               "eval.max_images=1")
     _run(tmp_path, tmp_path / "straight", *common)
-    killed = _run(tmp_path, tmp_path / "resumed", *common, check=False,
-                  env={"LIC_SWEEP_KILL_AFTER_STEP": "2", "LIC_SWEEP_CHECKPOINT_EVERY_STEPS": "1"})
+    killed = _run_killed(tmp_path, tmp_path / "resumed", "step:2", *common, "trainer.checkpoint_every_steps=1")
     assert killed.returncode in (-9, 137), killed.stderr[-2000:]
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pth")["step"] == 2
     resumed = _run(tmp_path, tmp_path / "resumed", *common)
@@ -83,10 +91,9 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIC_SWEEP_CHECKPOINT_EVERY_STEPS", "1")
-    settings, values = settings_for(tiny_overrides(tmp_path, "model=factorized", "trainer.max_steps=5",
-                                                   "trainer.steps_per_epoch=5"))
-    trainer = Trainer(settings, tmp_path / "run", values)
+    config = config_for(tiny_overrides(tmp_path, "model=factorized", "trainer.max_steps=5",
+                                       "trainer.steps_per_epoch=5", "trainer.checkpoint_every_steps=1"))
+    trainer = build_trainer(config, tmp_path / "run")
     calls = {"n": 0}
     forward = trainer.criterion.forward
 
@@ -98,11 +105,11 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         return losses
 
     monkeypatch.setattr(trainer.criterion, "forward", poisoned)
-    tracker = Tracker(settings, tmp_path / "run", values, None)
-    trainer.wandb_id = tracker.run_id
+    tracker = Tracker(config, tmp_path / "run", None)
+    trainer.state.wandb_run_id = tracker.run_id
     with pytest.raises(NonFiniteLoss, match=r"loss became nan at step 3.*last good checkpoint"):
         try:
-            trainer.fit(tracker)
+            trainer.fit([CheckpointPolicy()])
         finally:
             tracker.finish(1)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")
@@ -140,8 +147,8 @@ def test_sigterm_saves_and_the_next_command_resumes(tmp_path):
     run_dir = tmp_path / "run"
     extra = ("model=factorized", "trainer.max_steps=400", "trainer.steps_per_epoch=400", "eval.max_images=1")
     cmd = [sys.executable, "run.py", *tiny_overrides(tmp_path, *extra), f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=subprocess_env(LIC_SWEEP_CHECKPOINT_EVERY_STEPS="5"))
+    proc = subprocess.Popen(cmd + ["trainer.checkpoint_every_steps=5"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=subprocess_env())
     ckpt = run_dir / "checkpoints" / "last.pth"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:

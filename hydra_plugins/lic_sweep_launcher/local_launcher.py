@@ -2,23 +2,29 @@
 
 hydra-submitit-launcher's submitit_local starts every job at once on the same GPUs; this one
 gives each running job its own GPU through CUDA_VISIBLE_DEVICES and starts the next job when a
-GPU frees up. Without GPUs, `cpu_jobs` jobs share the cores. Each job is a plain single run of
-the app (`python run.py <overrides> hydra.run.dir=<its sweep subdir>`), so a crashing job cannot
-take the others down; its output goes to job.log in its run directory.
+GPU frees up. Without GPUs, `cpu_jobs` jobs share the cores. Each job runs in its own process
+(hydra_plugins/lic_sweep_launcher/job.py) from the config composed here, once, so a crashing job cannot
+take the others down; its output goes to job.log in its run directory. A job ends (SIGTERM: it saves
+last.pth) when the launcher's process dies, so a killed sweep leaves no job running on behind it.
 """
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
+import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from omegaconf import open_dict
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -52,20 +58,30 @@ class LocalGpuLauncher(Launcher):
         self.env = dict(env or {})
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def _job_dir(self, overrides: Sequence[str]) -> Path:
+    def _prepare(self, idx: int, overrides: Sequence[str], spool: Path) -> Tuple[Path, Path]:
+        """Compose the job's config (the only time), and pickle it with the task for the job's process."""
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        path = spool / f"job{idx}.pkl"
+        with open(path, "wb") as f:
+            cloudpickle.dump({"hydra_context": self.hydra_context, "task_function": self.task_function,
+                              "config": sweep_config}, f)
+        return job_dir, path
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         pool = SlotPool(make_slots(self.gpus, self.jobs_per_gpu, self.cpu_jobs or os.cpu_count() or 1))
-        app = Path(sys.argv[0]).resolve()
+        spool = Path(tempfile.mkdtemp(prefix=".launcher-", dir=sweep_dir))
         schedule_path = sweep_dir / "launcher_schedule.jsonl"
         log.info(f"Launching {len(job_overrides)} jobs, at most {len(pool.free)} at once "
                  f"({', '.join(s.name for s in pool.free)})")
@@ -77,13 +93,14 @@ class LocalGpuLauncher(Launcher):
         while queue or running:
             while queue and (slot := pool.acquire()) is not None:
                 idx, overrides = queue.pop(0)
-                job_dir = self._job_dir(overrides)
+                job_dir, job_file = self._prepare(idx, overrides, spool)
                 job_dir.mkdir(parents=True, exist_ok=True)
                 logfile = open(job_dir / "job.log", "ab")
-                cmd = [sys.executable, str(app), *overrides, f"hydra.run.dir={job_dir}"]
+                cmd = [sys.executable, "-m", "hydra_plugins.lic_sweep_launcher.job", str(job_file)]
                 env = {**base_env, **self.env, **dict(slot.env)}
                 log.info(f"\t#{idx} [{slot.name}] : {' '.join(filter_overrides(overrides))}")
-                proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, cwd=os.getcwd())
+                proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+                                        preexec_fn=_end_with_parent)
                 running[idx] = (proc, slot, job_dir, time.time(), logfile)
             time.sleep(self.poll_seconds)
             for idx, (proc, slot, job_dir, started, logfile) in list(running.items()):
@@ -103,4 +120,15 @@ class LocalGpuLauncher(Launcher):
                     log.error(f"job #{idx} failed (exit {proc.returncode}), log: {job_dir / 'job.log'}")
                     ret._return_value = RuntimeError(f"exit code {proc.returncode}, log: {job_dir / 'job.log'}")
                 returns[idx] = ret
+        for path in spool.glob("*.pkl"):
+            path.unlink()
+        spool.rmdir()
         return [returns[i] for i in sorted(returns)]
+
+
+def _end_with_parent() -> None:
+    """In the job's process before it starts (Linux): SIGTERM when the launcher's process dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass

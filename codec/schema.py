@@ -1,0 +1,260 @@
+"""The run config's schema: one dataclass per config group, each key's type and default in one place.
+
+The entry points register these with Hydra's ConfigStore (conf/registration.py), so Hydra itself
+rejects an unknown key or a wrong type, in a YAML file or on the command line, naming the key. What a
+type cannot say (ranges, rules across fields) is checked by `validate`. The library receives the
+`RunConfig` object that `OmegaConf.to_object` builds; it never sees Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Optional
+
+from omegaconf import II, MISSING
+
+from codec.errors import ConfigError
+
+
+class Task(StrEnum):
+    train = "train"  # train, then evaluate
+    eval = "eval"  # evaluate `checkpoint` only
+    classical = "classical"  # JPEG and WebP anchors on the evaluation images
+
+
+class Rate(StrEnum):
+    low = "low"
+    high = "high"
+
+
+class DataFormat(StrEnum):
+    vimeo = "vimeo"
+    folder = "folder"
+
+
+class SmallImages(StrEnum):
+    pad = "pad"
+    skip = "skip"
+
+
+class SchedulerName(StrEnum):
+    multistep = "multistep"
+    plateau = "plateau"
+
+
+class LoggerMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class CoderDevice(StrEnum):
+    cpu = "cpu"  # deterministic entropy coding
+    same = "same"  # the device the transforms run on
+
+
+class ClassicalCodec(StrEnum):
+    jpeg = "jpeg"
+    webp = "webp"
+
+
+@dataclass
+class Channels:
+    N: int = MISSING
+    M: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    # A name in the model registry (codec/models.py); conf/model/<name>.yaml selects it.
+    name: str = MISSING
+    # Channels per rate tier; null: the registry's table for the model (the protocol's).
+    channels: Optional[dict[Rate, Channels]] = None
+    N: int = II("model_channel:${model.name},${rate},N,${model.channels}")
+    M: int = II("model_channel:${model.name},${rate},M,${model.channels}")
+    # The protocol's epoch budget for this model (conf/model/<name>.yaml).
+    epochs: int = MISSING
+    # checkerboard only: its training forward (twopass: anchors, then non-anchors with context from
+    # the quantised anchors, as the decoder sees them).
+    forward_method: str = "twopass"
+
+
+@dataclass
+class DataConfig:
+    format: DataFormat = MISSING
+    root: str = MISSING
+    # Vimeo-90k's official list file, relative to root (sep_trainlist.txt, tri_trainlist.txt).
+    list_file: Optional[str] = None
+    patch_size: int = 256
+    batch_size: int = 16
+    val_batch_size: int = 16
+    # Fraction held out for validation (whole sequences for Vimeo), chosen by a hash of the names.
+    val_fraction: float = 0.05
+    num_workers: int = 4
+    # Images smaller than patch_size: pad (reflect) or skip.
+    small_images: SmallImages = SmallImages.pad
+    # Keep decoded images in memory (small data sets only).
+    cache_images: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    # Adam on the model; the entropy bottleneck quantiles get their own Adam (aux loss).
+    lr: float = 1.0e-4
+    aux_lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    # One fused kernel for all parameters (same update rule; faster: benchmarks/README.md).
+    fused: bool = True
+
+
+@dataclass
+class SchedulerConfig:
+    # multistep: MultiStepLR; plateau: ReduceLROnPlateau on the validation loss. Stepped once per epoch.
+    name: SchedulerName = MISSING
+    milestones: list[int] = field(default_factory=lambda: [40, 90, 140])
+    gamma: float = 0.5
+    factor: float = 0.5
+    patience: int = 10
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = II("model.epochs")
+    # Cap in optimizer steps (null: none), for the quickstart and tests.
+    max_steps: Optional[int] = None
+    # Batches per epoch; null: one pass over the training set (more than one pass repeats the data).
+    steps_per_epoch: Optional[int] = None
+    # Gradient clipping of the model's parameters (0 or null: off).
+    clip_max_norm: Optional[float] = 1.0
+    log_every_steps: int = 50
+    # Write last.pth every epoch, and also every this many minutes and every this many steps (0, null: off).
+    checkpoint_every_minutes: float = 10.0
+    checkpoint_every_steps: Optional[int] = None
+    # Limit validation to this many batches (null: all).
+    val_batches: Optional[int] = None
+    # Model and batches in channels-last (NHWC) layout while training: faster convolutions.
+    channels_last: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # Evaluation with real bitstreams on an image folder (default: the Kodak suite shipped here).
+    root: str = "${repo_root:}/data/kodak"
+    entropy_coder_device: CoderDevice = CoderDevice.cpu
+    max_images: Optional[int] = None
+    save_bitstreams: bool = False
+    save_reconstructions: bool = False
+    classical_codecs: list[ClassicalCodec] = field(default_factory=lambda: [ClassicalCodec.jpeg,
+                                                                             ClassicalCodec.webp])
+    classical_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
+
+
+@dataclass
+class LoggerConfig:
+    # Weights & Biases: offline by default (no account needed; `wandb sync` later).
+    mode: LoggerMode = LoggerMode.offline
+    project: str = "lic-sweep"
+    entity: Optional[str] = None
+    # Directory that holds the wandb/ run folders (null: the run directory).
+    dir: Optional[str] = None
+    group: Optional[str] = II("sweep_name")
+    tags: list[str] = field(default_factory=lambda: ["${model.name}", "${rate}", "${experiment_name}"])
+    log_images: int = 2
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs, as plain typed values."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task: Task = Task.train
+    # task=eval: the checkpoint to evaluate (ours or a CompressAI state_dict).
+    checkpoint: Optional[str] = None
+    # A checkpoint to resume from (default: the run directory's checkpoints/last.pth).
+    resume: Optional[str] = None
+    lmbda: float = 0.013
+    # Rate tier (low|high) picks N and M from the model's table; follows lambda unless set.
+    rate: Rate = II("rate_tier:${lmbda}")
+    seed: int = 1
+    # auto: CUDA when present, else CPU; or cpu, cuda, cuda:N.
+    device: str = "auto"
+    experiment_name: str = MISSING
+    sweep_name: str = II("experiment_name")
+    # <model>_lmbda<lambda>; for task=eval, the checkpoint's own model and lambda.
+    run_name: str = II("run_name:${task},${model.name},${lmbda},${checkpoint}")
+
+
+def as_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain JSON values (W&B config, checkpoints, the config fingerprint)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _positive(setting: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
+        raise ConfigError(f"{setting}={value!r} must be positive")
+
+
+def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
+    """What the types cannot say: ranges and rules across fields. Raises ConfigError naming the setting."""
+    from codec.models import registry_entry
+    from codec.rate import rate_tier
+
+    registry_entry(cfg.model.name)  # names the registered models when unknown
+    rate_tier(cfg.lmbda)  # lambda must be positive
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"device={cfg.device!r} is not valid; choose auto, cpu, cuda or cuda:N")
+    if cfg.task == Task.eval and not cfg.checkpoint:
+        raise ConfigError("task=eval needs checkpoint=PATH (a .pth file written by run.py or CompressAI)")
+    for key in ("N", "M"):
+        _positive(f"model.{key}", getattr(cfg.model, key))
+    if cfg.model.forward_method not in ("twopass", "twopass_faster", "onepass"):
+        raise ConfigError(f"model.forward_method={cfg.model.forward_method!r} is not valid; choose twopass, "
+                          "twopass_faster or onepass")
+    d, t, o, s = cfg.data, cfg.trainer, cfg.optimizer, cfg.scheduler
+    for name, value in (("data.patch_size", d.patch_size), ("data.batch_size", d.batch_size),
+                        ("data.val_batch_size", d.val_batch_size), ("optimizer.lr", o.lr),
+                        ("optimizer.aux_lr", o.aux_lr), ("trainer.epochs", t.epochs),
+                        ("trainer.log_every_steps", t.log_every_steps)):
+        _positive(name, value)
+    for name, value in (("trainer.max_steps", t.max_steps), ("trainer.steps_per_epoch", t.steps_per_epoch),
+                        ("trainer.val_batches", t.val_batches), ("eval.max_images", cfg.eval.max_images),
+                        ("trainer.checkpoint_every_steps", t.checkpoint_every_steps)):
+        _positive(name, value, allow_none=True)
+    if d.patch_size % 64:
+        raise ConfigError(f"data.patch_size={d.patch_size} must be a multiple of 64 (the models downsample by 64)")
+    if not 0 < d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={d.val_fraction!r} must be between 0 and 1 (exclusive)")
+    for name, value in (("data.num_workers", d.num_workers), ("optimizer.weight_decay", o.weight_decay),
+                        ("trainer.clip_max_norm", t.clip_max_norm or 0),
+                        ("trainer.checkpoint_every_minutes", t.checkpoint_every_minutes),
+                        ("scheduler.patience", s.patience), ("scheduler.min_lr", s.min_lr),
+                        ("logger.log_images", cfg.logger.log_images)):
+        if value < 0:
+            raise ConfigError(f"{name}={value!r} must be >= 0")
+    if s.name == SchedulerName.multistep:
+        _positive("scheduler.gamma", s.gamma)
+        if any(m <= 0 for m in s.milestones):
+            raise ConfigError(f"scheduler.milestones={list(s.milestones)!r} must be positive epoch numbers")
+    elif not 0 < s.factor < 1:
+        raise ConfigError(f"scheduler.factor={s.factor!r} must be between 0 and 1")
+    for q in cfg.eval.classical_qualities:
+        if not 1 <= q <= 100:
+            raise ConfigError(f"eval.classical_qualities: {q!r} must be an integer from 1 to 100")
+    if cfg.task == Task.train:
+        if require_data and d.root in ("", "???"):
+            raise ConfigError("data.root is not set; pass data.root=/path/to/dataset")
+        if d.format == DataFormat.vimeo and not d.list_file:
+            raise ConfigError("data.list_file must name the Vimeo-90k list file (e.g. sep_trainlist.txt)")
+    return cfg

@@ -1,0 +1,51 @@
+"""What the config tree needs registered before Hydra composes it, in one place: the schema
+(codec/schema.py's dataclasses, in Hydra's ConfigStore as `schema`, which conf/config.yaml extends, so
+Hydra rejects unknown keys and wrong types) and the OmegaConf resolvers the YAML files use."""
+
+import functools
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from codec.models import model_channels
+from codec.rate import rate_tier
+from codec.schema import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "conf"
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_run_name(path: str, _mtime: float) -> str:
+    from codec.evaluate import checkpoint_identity
+
+    try:
+        name, lmbda = checkpoint_identity(path)
+    except Exception:  # unreadable or refused: the evaluation itself reports why
+        return "eval_unknown"
+    return f"eval_{name}_lmbda{lmbda if lmbda is not None else 'unknown'}"
+
+
+def run_name(task: str, model: str, lmbda: float, checkpoint: str | None) -> str:
+    """`<model>_lmbda<lambda>`; for task=eval the checkpoint's own model and lambda (`unknown` where the
+    file does not record it), so an evaluation never lands in a folder named after the config's defaults."""
+    if task == "eval" and checkpoint:
+        path = Path(checkpoint)
+        return _checkpoint_run_name(str(path), path.stat().st_mtime if path.is_file() else 0.0)
+    return f"{model}_lmbda{lmbda}"
+
+
+def register() -> None:
+    resolvers = {
+        "rate_tier": rate_tier,
+        # N or M of the model for the rate tier: the config's channel table if it has one, else the registry's.
+        "model_channel": lambda name, rate, which, channels: model_channels(
+            name, rate, which, OmegaConf.to_container(channels) if channels else None),
+        "repo_root": lambda: str(REPO_ROOT),
+        "run_name": run_name,
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+    ConfigStore.instance().store(name="schema", node=RunConfig, provider="lic-sweep")

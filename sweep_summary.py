@@ -1,0 +1,70 @@
+"""The end of every multirun (`python run.py -m ...` and `python sweep.py ...`), as a Hydra Callback
+(conf/config.yaml: hydra.callbacks.sweep_summary): each run's state with bpp and PSNR, the failures with
+where their logs are, the report folder, and a non-zero exit when a run is not done."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+STATES = ("done", "running", "failed", "resumable", "pending", "stale")
+
+
+def run_rows(run_dirs: list[Path], fingerprints: dict[Path, str] | None = None) -> list[dict]:
+    """One row per run directory: name, state, bpp, PSNR, and a note pointing at a failure's record."""
+    from codec.job_status import run_state
+
+    rows = []
+    for run_dir in run_dirs:
+        state = run_state(run_dir, (fingerprints or {}).get(run_dir))
+        row = {"run": run_dir.name, "state": state, "bpp": "", "psnr": "", "note": "", "run_dir": run_dir}
+        if state == "done":
+            res = json.loads((run_dir / "results.json").read_text())
+            row |= {"bpp": f"{res['bpp']:.4f}", "psnr": f"{res['psnr']:.2f}"}
+        elif state == "failed":
+            err = json.loads((run_dir / "failed.json").read_text())
+            row["note"] = f"{err['error'][:80]} (see {run_dir / 'failed.json'})"
+        rows.append(row)
+    return rows
+
+
+def print_rows(rows: list[dict]) -> dict[str, int]:
+    import pandas as pd
+
+    print(pd.DataFrame(rows).drop(columns=["run_dir"]).to_string(index=False))
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(rows)} runs")
+    return counts
+
+
+def finish_sweep(sweep_dir: Path, rows: list[dict], analysis: bool = True) -> int:
+    """The summary, the report (when a run is done) and where each unfinished run's logs are; the exit code."""
+    counts = print_rows(rows)
+    if analysis and counts["done"]:
+        from analysis.report import build_report
+
+        report = build_report(runs_root=sweep_dir, out_dir=sweep_dir / "report", source="offline")
+        print(f"\nRD plot: {report['rd_plot']}\nresults table: {report['results_table']}")
+    unfinished = [r for r in rows if r["state"] != "done"]
+    for r in unfinished:
+        logs = [p for p in (r["run_dir"] / "failed.json", r["run_dir"] / "job.log") if p.exists()]
+        print(f"not done: {r['run']} ({r['state']}), see {', '.join(map(str, logs)) or r['run_dir']}")
+    return 1 if unfinished else 0
+
+
+class SweepSummary(Callback):
+    def __init__(self, analysis: bool = True) -> None:
+        self.analysis = analysis
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        runs = sorted(p.parent.parent for p in sweep_dir.glob("runs/*/.hydra/overrides.yaml"))
+        print(f"\nsweep {sweep_dir.name}:")
+        code = finish_sweep(sweep_dir, run_rows(runs), self.analysis)
+        if code:
+            sys.exit(code)

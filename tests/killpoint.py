@@ -1,0 +1,87 @@
+"""Test-only: run `run.py` with its overrides, and SIGKILL the whole process group (the run, its W&B
+service, loader workers) at a chosen point. Start it with start_new_session=True.
+
+    python tests/killpoint.py POINT OVERRIDES...
+
+POINT is one of
+    step:N                      right after optimizer step N (and any checkpoint that step wrote)
+    epoch_end:E                 right after epoch E's last.pth was written
+    validation:E                during epoch E's validation (after its first batch)
+    write:best.pth:E            during the write of best.pth at the end of epoch E (temporary file
+    write:last.pth:E            written, not yet renamed over the old one); likewise last.pth
+    evaluation                  during the evaluation, after the first image was coded
+
+The faults come in through the training loop's callbacks and by wrapping functions in this process
+only: production code reads no test switch.
+"""
+
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def kill() -> None:
+    sys.stdout.flush()
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def install(point: str) -> None:
+    import codec.checkpoint
+    import codec.evaluate
+    import codec.job
+    from codec.train import Callback
+
+    kind, _, arg = point.partition(":")
+
+    class KillAt(Callback):
+        def on_step_end(self, trainer, metrics):
+            if kind == "step" and trainer.state.step == int(arg):
+                kill()
+
+        def on_validation_batch(self, trainer, index):
+            # during the validation at the end of epoch E, E - 1 epochs are counted
+            if kind == "validation" and trainer.state.epoch == int(arg) - 1:
+                kill()
+
+        def on_checkpoint(self, trainer, path):
+            if kind == "epoch_end" and path.name == "last.pth" and trainer.state.batch_in_epoch == 0 \
+                    and trainer.state.epoch == int(arg):
+                kill()
+
+    codec.job.train_and_evaluate = functools.partial(codec.job.train_and_evaluate, callbacks=[KillAt()])
+
+    if kind == "write":
+        name, epoch = arg.split(":")
+        replace = os.replace
+        import torch
+
+        def replace_or_die(src, dst):
+            if Path(dst).name == name and torch.load(src, weights_only=True)["epoch"] == int(epoch):
+                kill()
+            return replace(src, dst)
+
+        codec.checkpoint.os.replace = replace_or_die  # the module's os: the atomic write's rename
+
+    if kind == "evaluation":
+        pack = codec.evaluate.pack
+
+        def pack_then_die(*args, **kwargs):
+            data = pack(*args, **kwargs)
+            kill()
+            return data
+
+        codec.evaluate.pack = pack_then_die
+
+
+if __name__ == "__main__":
+    point, overrides = sys.argv[1], sys.argv[2:]
+    install(point)
+    import run
+
+    sys.argv = [str(REPO / "run.py"), *overrides]
+    run.main()
