@@ -16,6 +16,7 @@ from compressai.models import (
     CompressionModel,
     FactorizedPrior,
     JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
     ScaleHyperprior,
 )
 
@@ -114,3 +115,7 @@ register(ModelEntry(
     "checkerboard", CheckerboardAutoregressive, {"low": (192, 192), "high": (192, 320)}, LatentCodecCoding(),
     "Checkerboard context (He 2021)", ("tab:red", "D"),
     builder=lambda N, M, forward_method="twopass", **_: CheckerboardAutoregressive(N, M, forward_method=forward_method)))
+register(ModelEntry(
+    "mean_scale_hyperprior", MeanScaleHyperprior, {"low": (128, 192), "high": (192, 320)},
+    HyperpriorCoding(means=True), "Mean-scale hyperprior (Minnen 2018)", ("tab:purple", "v"),
+    compressai_name="mbt2018-mean"))
