@@ -5,6 +5,7 @@ unpickling anything but tensors, numbers, strings and containers."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -23,20 +24,35 @@ class UnsafeCheckpoint(LicSweepError):
     """A checkpoint file that would need arbitrary unpickling (and could run code) to load."""
 
 
+class CannotWrite(LicSweepError):
+    """A file could not be written (disk full, no permission): the previous version is untouched."""
+
+
 def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`."""
+    """Write through a temporary file in the same folder, then rename over `path`. A kill leaves the
+    previous file; a failed write (ENOSPC, EACCES, ...) too, and raises CannotWrite naming the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except (OSError, RuntimeError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+        if not isinstance(cause, OSError):  # torch.save wraps the file's OSError; anything else is a bug
+            raise
+        code = errno.errorcode.get(cause.errno, "")
+        kept = f"the previous {path.name} is unchanged; " if path.exists() else ""
+        raise CannotWrite(f"cannot write {path}: {cause.strerror or cause}{f' ({code})' if code else ''}; {kept}"
+                          "free disk space or fix the folder's permissions, then rerun the same command to "
+                          "resume") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -44,7 +60,11 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:
-    _write_atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+    write_text_atomic(json.dumps(obj, indent=2), path)
+
+
+def write_text_atomic(text: str, path: str | Path) -> None:
+    _write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import time
 import warnings
@@ -22,7 +23,7 @@ from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
 from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
-from codec.checkpoint import load_checkpoint, write_json_atomic
+from codec.checkpoint import load_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
 from codec.models import entry_for_state_dict, entry_of, registry_entry
@@ -173,13 +174,14 @@ def summarize(per_image: list[ImageResult]) -> dict[str, float]:
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results, out_dir / "results.json")
+    """per_image.csv, then results.json (which marks the run done), each written atomically."""
     per_image = results["per_image"]
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(per_image[0]))
-        writer.writeheader()
-        writer.writerows(per_image)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(per_image[0]))
+    writer.writeheader()
+    writer.writerows(per_image)
+    write_text_atomic(table.getvalue(), out_dir / "per_image.csv")
+    write_json_atomic(results, out_dir / "results.json")
 
 
 def results_record(model: str, dataset, per_image: list[ImageResult], skipped: list[str], coding_device,

@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from codec.checkpoint import write_json_atomic
+from codec.errors import LicSweepError
 
 # Settings that do not change what a run computes: a finished run with other values of these
 # still counts as done.
@@ -61,8 +63,6 @@ def mark_running(run_dir: Path) -> None:
         except (OSError, json.JSONDecodeError):
             other = {}
         if other and other.get("pid") != os.getpid() and _alive(other) and other.get("host") == socket.gethostname():
-            from codec.errors import LicSweepError
-
             raise LicSweepError(f"{run_dir} is in use by process {other['pid']} (another sweep running the same "
                                 "run?); wait for it, or give this sweep another sweep_name")
         if other and other.get("pid") != os.getpid():
@@ -81,9 +81,12 @@ def clear_running(run_dir: Path) -> None:
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
     if not _is_rank_zero():
         return
-    write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
-                       "traceback": "".join(traceback.format_exception(exc))[-5000:],
-                       "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
+    try:
+        write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
+                           "traceback": "".join(traceback.format_exception(exc))[-5000:],
+                           "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
+    except LicSweepError as record_error:  # e.g. the disk that made the run fail is still full
+        print(f"warning: the failure could not be recorded: {record_error}", file=sys.stderr)
     clear_running(run_dir)
 
 

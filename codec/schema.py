@@ -182,6 +182,9 @@ class RunConfig:
     checkpoint: Optional[str] = None
     # A checkpoint to resume from (default: the run directory's checkpoints/last.pth).
     resume: Optional[str] = None
+    # Start from another run's weights (model only: fresh optimizers, schedule and step count); shapes must
+    # match. A run directory that already has its own last.pth resumes from that instead.
+    init_from: Optional[str] = None
     lmbda: float = 0.013
     # Rate tier (low|high) picks N and M from the model's table; follows lambda unless set.
     rate: Rate = II("rate_tier:${lmbda}")

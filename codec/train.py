@@ -177,7 +177,10 @@ class Trainer:
 
             quantiles = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
             DDP._set_params_and_buffers_to_ignore_for_model(model, quantiles)
-            self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            # No buffer broadcast: the models' buffers are entropy-coder tables derived from the parameters
+            # (update(), which only rank 0 runs before its checkpoints, resizes them), not trained state.
+            self.net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                           broadcast_buffers=False)
         self.state = TrainState()
         self.callbacks: list[Callback] = []
         self._stop_signal = None
@@ -209,6 +212,26 @@ class Trainer:
         self.state = state
         if self.ddp.is_main:
             print(f"resuming from {path}: epoch {state.epoch}, step {state.step}")
+
+    def init_weights(self, path: Path) -> None:
+        """The model's weights from another checkpoint (fine-tuning, e.g. a lambda ladder); optimizers,
+        scheduler and step count stay fresh. Every parameter must be there with this model's shape."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        theirs, ours = ckpt["state_dict"], self.model.state_dict()
+        coder_tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+        wrong = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" if k in theirs else f"{k} missing"
+                 for k, v in ours.items() if not k.endswith(coder_tables)
+                 and (k not in theirs or theirs[k].shape != v.shape)]
+        wrong += [f"{k} not in this model" for k in theirs if k not in ours]
+        if wrong:
+            m = self.config.model
+            raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
+                                f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
+                                "same model and channels")
+        self.model.load_state_dict(theirs)
+        if self.ddp.is_main:
+            print(f"initialised the weights from {path} ({ckpt.get('model_meta', {}).get('name', '?')}, "
+                  f"lambda {ckpt.get('lmbda', '?')}); optimizers and schedule start fresh")
 
     def _model_meta(self) -> dict:
         m = self.config.model
@@ -418,6 +441,9 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
     aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
     trainer = Trainer(config, run_dir, ddp, device, train_set, val_set, model, optimizer, aux_optimizer,
                       make_scheduler(config, optimizer))
+    own = Path(config.resume) if config.resume else trainer.ckpt_dir / "last.pth"
+    if config.init_from and not own.exists():
+        trainer.init_weights(Path(config.init_from))
     trainer.resume(Path(config.resume) if config.resume else None)
     return trainer
 

@@ -10,6 +10,7 @@ POINT is one of
     write:best.pth:E            during the write of best.pth at the end of epoch E (temporary file
     write:last.pth:E            written, not yet renamed over the old one); likewise last.pth
     evaluation                  during the evaluation, after the first image was coded
+    rank_step:R:N               only DDP rank R, by itself, right after step N
 
 The faults come in through the training loop's callbacks and by wrapping functions in this process
 only: production code reads no test switch.
@@ -42,6 +43,8 @@ def install(point: str) -> None:
         def on_step_end(self, trainer, metrics):
             if kind == "step" and trainer.state.step == int(arg):
                 kill()
+            if kind == "rank_step" and f"{trainer.ddp.rank}:{trainer.state.step}" == arg:
+                os.kill(os.getpid(), signal.SIGKILL)
 
         def on_validation_batch(self, trainer, index):
             # during the validation at the end of epoch E, E - 1 epochs are counted

@@ -66,6 +66,14 @@ def test_resuming_from_a_malicious_last_pth_is_refused_by_name(tmp_path):
     assert evil.is_file()  # nothing overwritten
 
 
+def test_init_from_a_malicious_checkpoint_is_refused_by_name(tmp_path):
+    evil = _malicious_checkpoint(tmp_path / "pretrained.pth", tmp_path / "ran")
+    out = _run(tmp_path, f"init_from={evil}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"checkpoint {evil} refused" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "ran").exists()
+
+
 def _zip(path, entries):
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in entries:

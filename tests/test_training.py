@@ -10,6 +10,7 @@ import torch
 
 from analysis.wandb_offline import find_runs, read_run
 from codec.checkpoint import load_checkpoint
+from codec.errors import LicSweepError
 from codec.job import train_and_evaluate
 from codec.models import REGISTRY
 from codec.train import CheckpointPolicy, NonFiniteLoss, build_trainer
@@ -163,3 +164,31 @@ def test_sigterm_saves_and_the_next_command_resumes(tmp_path):
     resumed = _run(tmp_path, run_dir, *extra[:1], "trainer.max_steps=" + str(step + 2),
                    "trainer.steps_per_epoch=400", "eval.max_images=1")
     assert f"step {step}" in resumed.stdout and load_checkpoint(ckpt)["step"] == step + 2
+
+
+def test_init_from_loads_the_weights_only(tmp_path):
+    """Fine-tuning from another run: its weights, fresh optimizers, scheduler and step count."""
+    source = tmp_path / "source"
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.0067")), source)
+    config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.025",
+                                       f"init_from={source / 'checkpoints' / 'last.pth'}"))
+    trainer = build_trainer(config, tmp_path / "finetune")
+    weights = load_checkpoint(source / "checkpoints" / "last.pth")["state_dict"]
+    for key, value in trainer.model.state_dict().items():
+        if key.endswith(".weight"):
+            assert torch.equal(value, weights[key].to(value.dtype)), key
+    assert trainer.state.step == 0 and trainer.state.epoch == 0 and trainer.optimizer.state_dict()["state"] == {}
+    assert trainer.lr == config.optimizer.lr
+    summary = train_and_evaluate(config, tmp_path / "finetune")
+    assert summary["train_steps"] == 2 and summary["lmbda"] == 0.025
+
+
+def test_init_from_with_other_shapes_is_refused_by_name(tmp_path):
+    source = tmp_path / "source"
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=hyperprior")), source)
+    path = source / "checkpoints" / "last.pth"
+    with pytest.raises(LicSweepError, match=rf"init_from={path}: its weights do not fit model=hyperprior N=16 M=12"):
+        build_trainer(config_for(tiny_overrides(tmp_path, "model=hyperprior", "model.N=16", f"init_from={path}")),
+                      tmp_path / "other")
+    with pytest.raises(LicSweepError, match=r"do not fit model=factorized N=8 M=12 \(\d+ mismatches, e.g. "):
+        build_trainer(config_for(tiny_overrides(tmp_path, "model=factorized", f"init_from={path}")), tmp_path / "f")

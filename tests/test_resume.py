@@ -1,0 +1,235 @@
+"""Resume is exact wherever a kill lands: a real run is SIGKILLed (its whole process group, through
+tests/killpoint.py) at a chosen point, the same command is run again, and the final weights, results and
+W&B run must be those of the uninterrupted run.
+
+Settings: 3 epochs of 3 steps, last.pth also every 2 steps, so kills land mid-epoch (after a step
+checkpoint), at epoch boundaries, in validation, inside the atomic writes and in evaluation."""
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from analysis.wandb_offline import find_runs, read_run
+import codec.checkpoint
+from codec.checkpoint import CannotWrite, load_checkpoint
+from codec.job import train_and_evaluate
+from codec.models import REGISTRY
+from tests.conftest import REPO, config_for, subprocess_env, tiny_overrides
+
+SETTINGS = ("trainer.epochs=3", "trainer.steps_per_epoch=3", "trainer.max_steps=null", "trainer.checkpoint_every_steps=2",
+            "eval.max_images=1", "lmbda=0.0067")
+STEPS = 9
+# every kill point the issue lists: mid-epoch (step 5: after the step-4 checkpoint, inside epoch 2), right
+# after an epoch's last.pth, during validation, during the writes of best.pth and last.pth, during evaluation
+POINTS = ["step:5", "epoch_end:1", "validation:2", "write:best.pth:1", "write:last.pth:2", "evaluation"]
+WEIGHT_TOLERANCE = 1e-6
+
+
+def _command(tmp_path, model, run_dir, point=None):
+    overrides = [*tiny_overrides(tmp_path, f"model={model}", *SETTINGS), f"hydra.run.dir={run_dir}"]
+    return [sys.executable, *(["tests/killpoint.py", point] if point else ["run.py"]), *overrides]
+
+
+def _run(cmd, expect):
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True,
+                         env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert out.returncode == expect, f"{cmd[1:3]}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def _straight(tmp_path, model):
+    run_dir = tmp_path / f"{model}_straight"
+    _run(_command(tmp_path, model, run_dir), 0)
+    return run_dir
+
+
+def _killed_then_resumed(tmp_path, model, point):
+    run_dir = tmp_path / f"{model}_{point.replace(':', '_')}"
+    _run(_command(tmp_path, model, run_dir, point), -9)
+    resumed = _run(_command(tmp_path, model, run_dir), 0)
+    return run_dir, resumed.stdout
+
+
+def _max_weight_difference(a_dir, b_dir) -> float:
+    a = load_checkpoint(a_dir / "checkpoints" / "last.pth")["state_dict"]
+    b = load_checkpoint(b_dir / "checkpoints" / "last.pth")["state_dict"]
+    assert set(a) == set(b)
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+def _check_same_as_straight(straight, run_dir, point, resumed_stdout):
+    diff = _max_weight_difference(straight, run_dir)
+    assert diff <= WEIGHT_TOLERANCE, f"{run_dir.name}: weights differ by {diff:.3g} after a kill at {point}"
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert (ckpt["step"], ckpt["epoch"]) == (STEPS, 3)
+    ours, theirs = (json.loads((d / "results.json").read_text()) for d in (run_dir, straight))
+    for key in ("bpp", "psnr", "bits", "train_steps", "best_val_loss"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), (point, key)
+    # one W&B run, continued under the same id, finished, its summary complete
+    runs = [read_run(p) for p in find_runs(run_dir)]
+    assert {r.run_id for r in runs} == {ckpt["wandb_run_id"]} == {ours["wandb_run_id"]}, point
+    final = max(runs, key=lambda r: r.path.parent.name)
+    assert final.state == "finished" and final.summary["bpp"] == pytest.approx(ours["bpp"])
+    assert final.summary["train_steps"] == STEPS
+    # the history is complete from the checkpoint on: every epoch that ended after the resume step is
+    # there (what the killed process logged before is W&B's to keep or lose: its service died with it)
+    resumed_at = int(re.search(r"resuming from .*: epoch \d+, step (\d+)", resumed_stdout).group(1))
+    val_steps = {h["_step"] for r in runs for h in r.history if "val/loss" in h}
+    assert {s for s in range(3, STEPS + 1, 3) if s > resumed_at} <= val_steps, (point, resumed_at, val_steps)
+    assert not (run_dir / ".running").exists() and not (run_dir / "failed.json").exists()
+    return diff
+
+
+def _check_model(tmp_path, model, points):
+    straight = _straight(tmp_path, model)
+    figures = {}
+    for point in points:
+        run_dir, stdout = _killed_then_resumed(tmp_path, model, point)
+        figures[point] = _check_same_as_straight(straight, run_dir, point, stdout)
+    print(f"{model}: max weight difference per kill point: {figures}")
+    return figures
+
+
+def _in_pairs(tmp_path, plan):
+    """Two models at a time (one single-threaded process each: the machine has two cores)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(plan, pool.map(lambda item: _check_model(tmp_path, *item), plan.items())))
+
+
+def test_every_kill_point_resumes_identically(tmp_path):
+    """All kill points for the scale hyperprior, the epoch boundary and the evaluation for the context
+    models (the slow variant covers every point for every model)."""
+    _in_pairs(tmp_path, {"hyperprior": POINTS, "checkerboard": ["epoch_end:1", "write:last.pth:2"],
+                         "joint_autoregressive": ["validation:2"], "factorized": ["step:5"]})
+
+
+@pytest.mark.slow
+def test_every_kill_point_and_random_ones_for_every_model(tmp_path):
+    rng = random.Random(2026)
+    plan = {model: POINTS + [f"step:{s}" for s in rng.sample(range(1, STEPS + 1), 5)] for model in REGISTRY}
+    figures = _in_pairs(tmp_path, plan)
+    assert all(diff <= WEIGHT_TOLERANCE for per_model in figures.values() for diff in per_model.values())
+
+
+def test_a_kill_between_temporary_file_and_rename_leaves_the_previous_checkpoint(tmp_path):
+    """A write interrupted before its rename leaves the old last.pth readable and a stray temporary file,
+    which the resumed run ignores (and the next write replaces nothing of)."""
+    run_dir = tmp_path / "run"
+    _run(_command(tmp_path, "factorized", run_dir, "write:last.pth:2"), -9)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 1  # the step-6 checkpoint, before epoch 2's end
+    assert list((run_dir / "checkpoints").glob(".last.pth.*.tmp"))
+    assert torch.isfinite(next(iter(ckpt["state_dict"].values()))).all()
+
+
+@pytest.mark.parametrize("code, failing, target", [
+    (errno.ENOSPC, "fsync", "last.pth"),  # the disk fills while a checkpoint is written
+    (errno.EACCES, "mkstemp", "results.json"),  # the run folder becomes read-only before the results
+])
+def test_a_failed_write_ends_the_run_naming_the_path_and_the_rerun_resumes(tmp_path, monkeypatch, code, failing,
+                                                                            target):
+    config = config_for(tiny_overrides(tmp_path, "model=factorized", *SETTINGS))
+    straight, run_dir = tmp_path / "straight", tmp_path / "run"
+    train_and_evaluate(config, straight)
+    real = {"fsync": os.fsync, "mkstemp": codec.checkpoint.tempfile.mkstemp}[failing]
+    writes = {"count": 0}
+
+    def fail(*args, **kwargs):
+        name = kwargs.get("prefix", "") if failing == "mkstemp" else os.readlink(f"/proc/self/fd/{args[0]}")
+        if f".{target}." in os.path.basename(name):
+            writes["count"] += 1
+            if writes["count"] == 3:  # a few good writes first
+                raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codec.checkpoint.os if failing == "fsync" else codec.checkpoint.tempfile, failing, fail)
+    if target == "results.json":  # fail the first results write
+        writes["count"] = 2
+    with pytest.raises(CannotWrite, match=rf"cannot write {run_dir / '*'}.*{target}: {os.strerror(code)} "
+                                          rf"\({errno.errorcode[code]}\)"):
+        train_and_evaluate(config, run_dir)
+    monkeypatch.undo()
+    # nothing lost: the last good checkpoint loads, no temporary file is left, the W&B run is readable
+    good = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert not list((run_dir / "checkpoints").glob("*.tmp")) and not (run_dir / "results.json").exists()
+    first = read_run(find_runs(run_dir)[0])
+    assert first.state == "failed" and first.run_id == good["wandb_run_id"]
+    summary = train_and_evaluate(config, run_dir)  # the rerun resumes and finishes
+    assert summary["train_steps"] == STEPS and _max_weight_difference(straight, run_dir) <= WEIGHT_TOLERANCE
+    assert json.loads((run_dir / "results.json").read_text())["bpp"] == \
+        json.loads((straight / "results.json").read_text())["bpp"]
+
+
+def _torchrun(tmp_path, run_dir, script, *extra):
+    overrides = tiny_overrides(tmp_path, "model=hyperprior", "device=cpu", *SETTINGS, "data.batch_size=2", *extra)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script, *overrides,
+            f"hydra.run.dir={run_dir}"]
+
+
+def test_killing_one_ddp_rank_ends_the_job_and_the_rerun_resumes(tmp_path):
+    """Rank 1 of a 2-process gloo run is SIGKILLed alone: torchrun ends the job (rank 0 does not hang in
+    its collective), and the same command resumes from rank 0's last checkpoint to the same weights."""
+    straight, run_dir = tmp_path / "straight", tmp_path / "run"
+    _run(_torchrun(tmp_path, straight, ["run.py"]), 0)
+    start = time.monotonic()
+    killed = subprocess.run(_torchrun(tmp_path, run_dir, ["tests/killpoint.py", "rank_step:1:5"]), cwd=REPO,
+                            capture_output=True, text=True, timeout=180, start_new_session=True,
+                            env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert killed.returncode != 0 and time.monotonic() - start < 180
+    assert "exitcode  : -9" in killed.stderr or "Signal 9" in killed.stderr, killed.stderr[-2000:]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["step"] == 4
+    from codec.job_status import run_state
+
+    assert run_state(run_dir) in ("failed", "resumable")  # rank 0 recorded the broken collective, or was killed
+    resumed = _run(_torchrun(tmp_path, run_dir, ["run.py"]), 0)
+    assert "resuming from" in resumed.stdout and "epoch 1, step 4" in resumed.stdout
+    assert _max_weight_difference(straight, run_dir) <= WEIGHT_TOLERANCE
+    assert json.loads((run_dir / "results.json").read_text())["bpp"] == \
+        json.loads((straight / "results.json").read_text())["bpp"]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
+    """SIGKILL of sweep.py alone (the parent) while two jobs run under the local launcher: the jobs end
+    too (saving last.pth), no live .running marker blocks the rerun, and the rerun's results equal an
+    uninterrupted sweep's."""
+    def sweep(sweep_dir, *extra):
+        overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps"))]
+        return [sys.executable, "sweep.py", "--no-analysis", *overrides, "model=factorized,hyperprior",
+                "lmbda=0.0067", "trainer.epochs=2", "trainer.steps_per_epoch=40", "trainer.max_steps=null",
+                "trainer.checkpoint_every_steps=5", "eval.max_images=1", "hydra/launcher=local",
+                "hydra.launcher.cpu_jobs=2", f"hydra.sweep.dir={sweep_dir}", *extra]
+
+    _run(sweep(tmp_path / "straight"), 0)
+    proc = subprocess.Popen(sweep(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=subprocess_env(OMP_NUM_THREADS="1"))
+    checkpoints = [tmp_path / "killed" / "runs" / f"{m}_lmbda0.0067" / "checkpoints" / "last.pth"
+                   for m in ("factorized", "hyperprior")]
+    deadline = time.monotonic() + 300
+    while not all(p.exists() for p in checkpoints):
+        assert time.monotonic() < deadline and proc.poll() is None, "the jobs never wrote a checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from codec.job_status import run_state
+
+    deadline = time.monotonic() + 60
+    while any(run_state(p.parent.parent) == "running" for p in checkpoints):  # the jobs end with their parent
+        assert time.monotonic() < deadline, "a job outlived the killed sweep"
+        time.sleep(0.5)
+    assert all(load_checkpoint(p)["step"] < 80 for p in checkpoints)
+    _run(sweep(tmp_path / "killed"), 0)
+    for m in ("factorized", "hyperprior"):
+        a, b = (json.loads((tmp_path / d / "runs" / f"{m}_lmbda0.0067" / "results.json").read_text())
+                for d in ("straight", "killed"))
+        assert (a["bpp"], a["psnr"], a["bits"], a["train_steps"]) == (b["bpp"], b["psnr"], b["bits"], b["train_steps"])
