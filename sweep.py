@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from codec.errors import LicSweepError
 from entry import compose, exit_on_user_error, run_config
-from sweep_summary import finish_sweep, print_rows, run_rows
+from sweep_summary import print_rows, run_rows
 
 REPO = Path(__file__).resolve().parent
 

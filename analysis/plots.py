@@ -3,7 +3,6 @@ training curves. PNG and PDF."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib

@@ -6,7 +6,6 @@ CompressAI's two-pass CheckerboardLatentCodec (anchors first, then non-anchors w
 from the quantised anchors), composed the way Cheng2020AnchorCheckerboard composes it.
 """
 
-import torch.nn as nn
 
 from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import (

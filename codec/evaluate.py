@@ -26,7 +26,7 @@ from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
 from codec.checkpoint import load_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import entry_for_state_dict, entry_of, registry_entry
+from codec.models import channels_of, entry_for_state_dict, entry_of, registry_entry
 from codec.schema import CoderDevice, RunConfig
 
 RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
@@ -218,7 +218,7 @@ def load_model(path: str | Path):
     name = ckpt.get("model_meta", {}).get("name")
     entry = registry_entry(name) if name else entry_for_state_dict(state_dict)
     try:
-        model = entry.build(int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0]))
+        model = entry.build(*channels_of(state_dict))
         model.load_state_dict(state_dict)
     except (KeyError, RuntimeError) as exc:
         raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
@@ -240,8 +240,7 @@ def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     model, ckpt = load_model(config.checkpoint)
     model = model.to(pick_device(config.device, Distributed()))
-    shapes = ckpt["state_dict"]
-    N, M = int(shapes["g_a.0.weight"].shape[0]), int(shapes["g_a.6.weight"].shape[0])
+    N, M = channels_of(ckpt["state_dict"])
     tracker = Tracker(config, run_dir, None, extra_config={"checkpoint": str(config.checkpoint),
                                                            "model": entry_of(model).name, "lmbda": ckpt.get("lmbda")})
     try:

@@ -20,7 +20,7 @@ from codec.errors import LicSweepError
 # still counts as done.
 _VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint"}
 _VOLATILE_NESTED = {("data", "num_workers"), ("trainer", "log_every_steps"),
-                    ("trainer", "checkpoint_every_minutes"), ("eval", "save_bitstreams"),
+                    ("trainer", "checkpoint_every_minutes"), ("trainer", "checkpoint_every_steps"), ("eval", "save_bitstreams"),
                     ("eval", "save_reconstructions"), ("eval", "entropy_coder_device")}
 
 

@@ -25,7 +25,17 @@ from codec.coding import FactorizedCoding, HyperpriorCoding, LatentCodecCoding, 
 from codec.errors import ConfigError, LicSweepError
 
 # Entropy-coder tables: their sizes change with update(), so they do not identify an architecture.
-_CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def parameter_shapes(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of everything but the entropy-coder tables: what identifies an architecture."""
+    return {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(CODER_TABLES)}
+
+
+def channels_of(state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(N, M) of a state_dict: g_a's first and last convolutions (the same in every registered model)."""
+    return int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0])
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,10 @@ class ModelEntry:
     def matches(self, state_dict: dict[str, torch.Tensor]) -> bool:
         """Whether `state_dict` has exactly this architecture's parameters and shapes."""
         try:
-            N, M = state_dict["g_a.0.weight"].shape[0], state_dict["g_a.6.weight"].shape[0]
+            N, M = channels_of(state_dict)
         except (KeyError, AttributeError, IndexError):
             return False
-        return _signature(self.build(int(N), int(M)).state_dict()) == _signature(state_dict)
-
-
-def _signature(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(_CODER_BUFFERS)}
+        return parameter_shapes(self.build(N, M).state_dict()) == parameter_shapes(state_dict)
 
 
 REGISTRY: dict[str, ModelEntry] = {}

@@ -11,7 +11,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -29,7 +28,7 @@ from codec.checkpoint import (
 from codec.data import CropDataset, epoch_order, split_files
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
-from codec.models import build_model
+from codec.models import build_model, parameter_shapes
 from codec.schema import RunConfig, SchedulerName, as_dict
 from codec.tracking import Tracker, without_secrets
 
@@ -217,18 +216,15 @@ class Trainer:
         """The model's weights from another checkpoint (fine-tuning, e.g. a lambda ladder); optimizers,
         scheduler and step count stay fresh. Every parameter must be there with this model's shape."""
         ckpt = load_checkpoint(path, map_location=self.device)
-        theirs, ours = ckpt["state_dict"], self.model.state_dict()
-        coder_tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-        wrong = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" if k in theirs else f"{k} missing"
-                 for k, v in ours.items() if not k.endswith(coder_tables)
-                 and (k not in theirs or theirs[k].shape != v.shape)]
+        theirs, ours = parameter_shapes(ckpt["state_dict"]), parameter_shapes(self.model.state_dict())
+        wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]
         wrong += [f"{k} not in this model" for k in theirs if k not in ours]
         if wrong:
             m = self.config.model
             raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
                                 f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
                                 "same model and channels")
-        self.model.load_state_dict(theirs)
+        self.model.load_state_dict(ckpt["state_dict"])
         if self.ddp.is_main:
             print(f"initialised the weights from {path} ({ckpt.get('model_meta', {}).get('name', '?')}, "
                   f"lambda {ckpt.get('lmbda', '?')}); optimizers and schedule start fresh")

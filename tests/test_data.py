@@ -1,7 +1,6 @@
 """Data sources and bad input, on the real Vimeo-90k sample and Kodak files."""
 
 import shutil
-import warnings
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Evaluation with real bitstreams: agreement with CompressAI's eval_model, odd inputs, decode check."""
 
 import json
-import math
 import shutil
 import subprocess
 import sys

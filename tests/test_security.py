@@ -10,7 +10,6 @@ import tarfile
 import zipfile
 
 import pytest
-import torch
 
 from codec.archives import UnsafeArchive, safe_extract
 from codec.checkpoint import UnsafeCheckpoint, load_checkpoint

@@ -1,7 +1,6 @@
 """One run end to end on the shipped sample: training, checkpoints, resume, NaN stop, DDP, W&B."""
 
 import json
-import os
 import subprocess
 import sys
 
