@@ -6,6 +6,7 @@
     python sweep.py hydra/launcher=local                   # one job per GPU (see conf/hydra/launcher)
     python sweep.py --dry-run [overrides]                  # print the planned runs only
     python sweep.py status [overrides]                     # done / running / failed / pending
+    python sweep.py --ladder [overrides]                   # anchors from scratch, the rest fine-tuned
 
 Running the same sweep again skips finished runs, resumes interrupted ones from last.pth and
 reruns failed ones. `python run.py -m ...` runs the same multirun and ends with the same summary.
@@ -87,11 +88,33 @@ def launch(overrides: list[str], analysis: bool) -> int:
     return 0
 
 
+def ladder_steps(overrides: list[str]) -> list[list[str]]:
+    """The multiruns of a lambda ladder, in order: first each rate tier's highest lambda (the anchor) from
+    scratch for every model, then, per tier, the tier's other lambdas fine-tuned from their model's
+    anchor (init_from its last.pth; fresh optimizers and schedule). Tiers keep their own channels, so a
+    fine-tune always starts from weights of its own shape."""
+    tiers: dict[str, dict[float, str]] = {}
+    for row, job in zip(plan(overrides), grid_overrides(overrides)):
+        text = next((o.split("=", 1)[1] for o in job if o.startswith("lmbda=")), str(row["lmbda"]))
+        tiers.setdefault(row["rate"], {})[row["lmbda"]] = text
+    anchors = {tier: lambdas[max(lambdas)] for tier, lambdas in tiers.items()}
+    steps = [[*overrides, f"lmbda={','.join(anchors.values())}"]]
+    for tier, lambdas in tiers.items():
+        rest = [text for value, text in sorted(lambdas.items()) if text != anchors[tier]]
+        if rest:
+            anchor_checkpoint = f"${{hydra:sweep.dir}}/runs/${{model.name}}_lmbda{anchors[tier]}/checkpoints/last.pth"
+            steps.append([*overrides, f"lmbda={','.join(rest)}", f"init_from='{anchor_checkpoint}'"])
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweep.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs, train nothing")
     parser.add_argument("--no-analysis", action="store_true", help="skip the RD plot and tables at the end")
+    parser.add_argument("--ladder", action="store_true",
+                        help="train each rate tier's highest lambda from scratch, then fine-tune the other lambdas "
+                             "of the tier from it (init_from), as multiruns in that order")
     parser.add_argument("overrides", nargs="*", help="'status' and/or Hydra overrides, e.g. experiment=seminar")
     args = parser.parse_intermixed_args(argv)
     show_status = bool(args.overrides) and args.overrides[0] == "status"
@@ -106,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for job in grid_overrides(overrides):  # checked before any work: a bad grid point stops the sweep here
         run_config(compose(job), require_data=False)
-    return launch(overrides, analysis=not args.no_analysis)
+    if not args.ladder:
+        return launch(overrides, analysis=not args.no_analysis)
+    steps = ladder_steps(overrides)
+    for i, step in enumerate(steps):
+        print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}", flush=True)
+        code = launch(step, analysis=not args.no_analysis and i == len(steps) - 1)
+        if code:  # a fine-tune needs its anchor: stop here; the rerun skips what is done
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -147,3 +147,24 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
         holder.kill()
         holder.wait()
     assert job_status.run_state(tmp_path) == "pending"
+
+
+def test_ladder_trains_the_anchor_first_then_fine_tunes_from_it(tmp_path):
+    """sweep.py --ladder: per model and rate tier, the highest lambda from scratch, then the tier's other
+    lambdas from its weights (fresh optimizers, schedule and steps), in that order."""
+    from codec.checkpoint import load_checkpoint
+
+    out = _sweep(tmp_path, "--ladder", "model=factorized,hyperprior", "lmbda=0.0018,0.0067",
+                 "hydra/launcher=basic", "--no-analysis")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ladder step 1 of 2: lmbda=0.0067" in out.stdout and "ladder step 2 of 2: lmbda=0.0018" in out.stdout
+    runs = tmp_path / "sweep" / "runs"
+    for model in ("factorized", "hyperprior"):
+        anchor, tune = runs / f"{model}_lmbda0.0067", runs / f"{model}_lmbda0.0018"
+        ckpt = load_checkpoint(tune / "checkpoints" / "last.pth")
+        assert ckpt["config"]["init_from"] == str(anchor / "checkpoints" / "last.pth")
+        assert load_checkpoint(anchor / "checkpoints" / "last.pth")["config"]["init_from"] is None
+        assert ckpt["step"] == 3  # its own, fresh step count
+        # the anchor had finished (results written) before the fine-tune's job started
+        assert (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
+    assert out.stdout.count("initialised the weights from") == 2
