@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from codec.checkpoint import write_text_atomic
 from codec.schema import RunConfig, as_dict
 
 
@@ -27,6 +28,9 @@ def without_secrets(values: Any) -> Any:
     if isinstance(values, list):
         return [without_secrets(v) for v in values]
     return values
+
+
+RUN_ID_FILE = "wandb_run_id.txt"
 
 
 class Tracker:
@@ -48,9 +52,13 @@ class Tracker:
         # config stays under "model_config".
         full = without_secrets({**{k: v for k, v in values.items() if k != "model"}, "model_config": values["model"],
                                 **flat, **(extra_config or {})})
+        # The id lives in the run directory from the run's first moment, not only in its checkpoints: a
+        # job killed before its first checkpoint continues the same W&B run too.
+        id_file = Path(run_dir) / RUN_ID_FILE
+        run_id = run_id or (id_file.read_text().strip() if id_file.is_file() else None) or uuid.uuid4().hex[:12]
         options = dict(
             mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
-            dir=str(Path(log.dir) if log.dir else run_dir), id=run_id or uuid.uuid4().hex[:12],
+            dir=str(Path(log.dir) if log.dir else run_dir), id=run_id,
             resume="allow", name=config.run_name, group=log.group or None,
             tags=[str(t) for t in log.tags], config=full, reinit="finish_previous",
         )
@@ -59,6 +67,8 @@ class Tracker:
         while True:
             try:
                 self.run = wandb.init(**options)
+                if not id_file.is_file():
+                    write_text_atomic(self.run.id, id_file)
                 return
             except Exception as exc:
                 if "in use" not in str(exc) or time.monotonic() > deadline:
