@@ -119,8 +119,8 @@ def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_d
 
     try:
         config = run_config(cfg)
-    except LicSweepError as exc:
-        return failed(exc)
+    except LicSweepError as exc:  # a single run just says so; a multirun's summary needs the record
+        return failed(exc, record=multirun)
     claims = config.task == Task.train
     if claims:
         try:

@@ -140,3 +140,10 @@ def test_sweep_dry_run_prints_the_plan():
     assert out.returncode == 0, out.stderr
     assert "16 runs planned for experiment=seminar" in out.stdout
     assert "multistep (milestones=[40, 90, 140] gamma=0.5)" in out.stdout
+
+
+def test_a_bad_value_in_a_single_run_exits_with_one_line_and_leaves_no_record(tmp_path):
+    out = subprocess.run([sys.executable, "run.py", "lmbda=-1", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "error: lmbda=-1 must be positive" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "failed.json").exists()
