@@ -48,8 +48,9 @@ def grid_overrides(overrides: list[str]) -> list[list[str]]:
 
 
 def plan(overrides: list[str]) -> list[dict]:
-    """Each job's config (composed once), run directory and state, for --dry-run and status."""
-    from codec.job_status import config_fingerprint, run_state
+    """Each job's config (composed once and validated), run directory and config fingerprint, for
+    --dry-run, status and the ladder."""
+    from codec.job_status import config_fingerprint
     from codec.schema import SchedulerName, as_dict
 
     rows = []
@@ -63,15 +64,14 @@ def plan(overrides: list[str]) -> list[dict]:
         rows.append({"run": c.run_name, "model": c.model.name, "lmbda": c.lmbda, "rate": str(c.rate),
                      "N": c.model.N, "M": c.model.M, "scheduler": f"{sched.name} ({detail})",
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
-                     "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)),
-                     "state": run_state(run_dir, config_fingerprint(as_dict(c)))})
+                     "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job})
     return rows
 
 
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "state"]).to_string(index=False))
+    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job"]).to_string(index=False))
     print(f"\n{len(rows)} runs planned for experiment={rows[0]['experiment'] if rows else '?'}")
 
 
@@ -88,14 +88,14 @@ def launch(overrides: list[str], analysis: bool) -> int:
     return 0
 
 
-def ladder_steps(overrides: list[str]) -> list[list[str]]:
+def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
     """The multiruns of a lambda ladder, in order: first each rate tier's highest lambda (the anchor) from
     scratch for every model, then, per tier, the tier's other lambdas fine-tuned from their model's
     anchor (init_from its last.pth; fresh optimizers and schedule). Tiers keep their own channels, so a
     fine-tune always starts from weights of its own shape."""
     tiers: dict[str, dict[float, str]] = {}
-    for row, job in zip(plan(overrides), grid_overrides(overrides)):
-        text = next((o.split("=", 1)[1] for o in job if o.startswith("lmbda=")), str(row["lmbda"]))
+    for row in rows:  # plan(overrides)
+        text = next((o.split("=", 1)[1] for o in row["job"] if o.startswith("lmbda=")), str(row["lmbda"]))
         tiers.setdefault(row["rate"], {})[row["lmbda"]] = text
     anchors = {tier: lambdas[max(lambdas)] for tier, lambdas in tiers.items()}
     steps = [[*overrides, f"lmbda={','.join(anchors.values())}"]]
@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_rows(run_rows([r["run_dir"] for r in rows], {r["run_dir"]: r["fingerprint"] for r in rows}))
         return 0
-    for job in grid_overrides(overrides):  # checked before any work: a bad grid point stops the sweep here
-        run_config(compose(job), require_data=False)
     if not args.ladder:
+        for job in grid_overrides(overrides):  # checked before any work: a bad grid point stops the sweep here
+            run_config(compose(job), require_data=False)
         return launch(overrides, analysis=not args.no_analysis)
-    steps = ladder_steps(overrides)
+    steps = ladder_steps(overrides, plan(overrides))  # plan() checks every grid point too
     for i, step in enumerate(steps):
         print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}", flush=True)
         code = launch(step, analysis=not args.no_analysis and i == len(steps) - 1)

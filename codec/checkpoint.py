@@ -150,5 +150,5 @@ def training_checkpoint(state: TrainState, model, optimizer, aux_optimizer, sche
 def train_state_of(ckpt: dict, path: Path) -> TrainState:
     if "optimizer" not in ckpt:
         raise LicSweepError(f"{path} is a bare state_dict; it cannot resume training")
-    # older checkpoints named the W&B id wandb_run_id too; every field has a default
+    # every field has a default: a checkpoint written before a field existed still resumes
     return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})

@@ -215,8 +215,7 @@ def load_model(path: str | Path):
     checkpoint's own record, else the one registered model whose parameters have these names and shapes."""
     ckpt = load_checkpoint(path)
     state_dict = ckpt["state_dict"]
-    name = ckpt.get("model_meta", {}).get("name")
-    entry = registry_entry(name) if name else entry_for_state_dict(state_dict)
+    entry = _entry_of_checkpoint(ckpt)
     try:
         model = entry.build(*channels_of(state_dict))
         model.load_state_dict(state_dict)
@@ -228,8 +227,13 @@ def load_model(path: str | Path):
 def checkpoint_identity(path: str | Path) -> tuple[str, float | None]:
     """(model name, lambda or None) that a checkpoint records or that its state_dict shows."""
     ckpt = load_checkpoint(path)
-    name = ckpt.get("model_meta", {}).get("name") or entry_for_state_dict(ckpt["state_dict"]).name
-    return name, ckpt.get("lmbda")
+    return _entry_of_checkpoint(ckpt).name, ckpt.get("lmbda")
+
+
+def _entry_of_checkpoint(ckpt: dict):
+    """The registry entry a checkpoint records (ours), else the one its parameters match (CompressAI's)."""
+    name = ckpt.get("model_meta", {}).get("name")
+    return registry_entry(name) if name else entry_for_state_dict(ckpt["state_dict"])
 
 
 def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.model, self.optimizer, self.aux_optimizer, self.scheduler = model, optimizer, aux_optimizer, scheduler
         self.main_params, _ = split_parameters(model)
-        self.memory_format = torch.channels_last if config.trainer.channels_last else torch.contiguous_format
+        self.memory_format = memory_format(config)
         self.criterion = RateDistortionLoss(config.lmbda)
         self.net = model
         if ddp.world_size > 1:
@@ -430,18 +430,23 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
                             f"images per process in {d.root}; lower data.batch_size")
     torch.manual_seed(config.seed)
     m, o = config.model, config.optimizer
-    memory_format = torch.channels_last if config.trainer.channels_last else torch.contiguous_format
-    model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(device, memory_format=memory_format)
+    model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(device,
+                                                                           memory_format=memory_format(config))
     main, aux = split_parameters(model)
     optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
     aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
     trainer = Trainer(config, run_dir, ddp, device, train_set, val_set, model, optimizer, aux_optimizer,
                       make_scheduler(config, optimizer))
-    own = Path(config.resume) if config.resume else trainer.ckpt_dir / "last.pth"
-    if config.init_from and not own.exists():
+    resume = Path(config.resume) if config.resume else None
+    if config.init_from and not (resume or trainer.ckpt_dir / "last.pth").exists():
         trainer.init_weights(Path(config.init_from))
-    trainer.resume(Path(config.resume) if config.resume else None)
+    trainer.resume(resume)
     return trainer
+
+
+def memory_format(config: RunConfig) -> torch.memory_format:
+    """Channels-last (NHWC) for the model and batches while training, when trainer.channels_last."""
+    return torch.channels_last if config.trainer.channels_last else torch.contiguous_format
 
 
 def _checksum(model: torch.nn.Module) -> torch.Tensor:
