@@ -114,6 +114,8 @@ class CropDataset(Dataset):
         return img[top:top + p, left:left + p]
 
     def __getitem__(self, index: int):
+        """Sample `index` of an epoch's order: image index % len(files), its crop drawn from (seed, epoch,
+        index), so a second pass over a small set within one epoch gives new crops of the same images."""
         skipped = []
         for attempt in range(len(self.files)):
             i = (index + attempt) % len(self.files)
@@ -126,7 +128,7 @@ class CropDataset(Dataset):
             if self.small_images == "skip" and min(img.shape[:2]) < self.patch_size:
                 skipped.append(f"{path} (smaller than {self.patch_size}px crop)")
                 continue
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, self.epoch, index + attempt])
             crop = np.ascontiguousarray(self._crop(img, rng))
             tensor = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)
             return tensor, "\n".join(skipped)
@@ -136,11 +138,14 @@ class CropDataset(Dataset):
 def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                 min_length: int = 0) -> list[int]:
     """This rank's sample order for an epoch: permutations fixed by (seed, epoch, pass), as many
-    passes as it takes to give this rank at least `min_length` samples."""
+    passes as it takes to give this rank at least `min_length` samples. Pass p's samples are numbered
+    p * num_samples + image index (CropDataset takes the image modulo its length and draws the crop
+    from the number, so repeated passes do not repeat crops)."""
     order: list[int] = []
     passes = 0
     while passes == 0 or len(order) // world_size < min_length:
-        order += np.random.default_rng([seed, epoch, passes]).permutation(num_samples).tolist()
+        permutation = np.random.default_rng([seed, epoch, passes]).permutation(num_samples)
+        order += (permutation + passes * num_samples).tolist()
         passes += 1
     usable = len(order) - len(order) % world_size
     return order[rank:usable:world_size]

@@ -1,4 +1,5 @@
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,21 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def small_eval_folder(tmp_path: Path, count: int = 2) -> Path:
-    """Crops of real Kodak images (not multiples of 64), as PNG files."""
+    """Crops of real Kodak images (not multiples of 64), as PNG files. Safe to call from several threads
+    at once (the resume harness does): the folder is written aside and renamed into place whole."""
     folder = tmp_path / "eval_images"
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        for i, name in enumerate(["kodim01.png", "kodim23.png", "kodim15.png"][:count]):
-            img = Image.open(KODAK / name).convert("RGB")
-            img.crop((0, 0, 200 + 10 * i, 170)).save(folder / name)
+    with _EVAL_FOLDER_LOCK:
+        if not folder.exists():
+            staging = tmp_path / f".eval_images.{os.getpid()}.{threading.get_ident()}"
+            staging.mkdir(parents=True)
+            for i, name in enumerate(["kodim01.png", "kodim23.png", "kodim15.png"][:count]):
+                img = Image.open(KODAK / name).convert("RGB")
+                img.crop((0, 0, 200 + 10 * i, 170)).save(staging / name)
+            staging.rename(folder)
     return folder
+
+
+_EVAL_FOLDER_LOCK = threading.Lock()
 
 
 def config_for(overrides: list[str]):

@@ -67,7 +67,18 @@ def test_epoch_order_covers_each_sample_once_per_pass_and_shards_by_rank():
     assert sorted(order) == list(range(10))
     r0, r1 = epoch_order(10, 1, 0, rank=0, world_size=2), epoch_order(10, 1, 0, rank=1, world_size=2)
     assert not set(r0) & set(r1) and len(r0) == len(r1) == 5
-    assert len(epoch_order(10, 1, 0, min_length=25)) >= 25
+    long = epoch_order(10, 1, 0, min_length=25)
+    assert len(long) >= 25 and sorted(long) == list(range(len(long)))  # passes numbered on, each image once per pass
+
+
+def test_a_second_pass_within_an_epoch_draws_new_crops(tmp_path):
+    """A small training set (the mini-protocol's 88 photos) takes several passes per epoch: each pass
+    must crop its images anew, or an epoch would train on a few dozen patches over and over."""
+    files = sorted(KODAK.glob("*.png"))[:3]
+    train = CropDataset(files, 64, train=True)
+    first, second = train[1][0], train[1 + len(files)][0]  # the same image in passes 0 and 1
+    assert first.shape == second.shape == (3, 64, 64) and not torch.equal(first, second)
+    assert torch.equal(train[1 + len(files)][0], second)  # reproducible
 
 
 @pytest.mark.parametrize("setup, message", [
