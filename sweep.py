@@ -64,14 +64,15 @@ def plan(overrides: list[str]) -> list[dict]:
         rows.append({"run": c.run_name, "model": c.model.name, "lmbda": c.lmbda, "rate": str(c.rate),
                      "N": c.model.N, "M": c.model.M, "scheduler": f"{sched.name} ({detail})",
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
-                     "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job})
+                     "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job,
+                     "finetune": list(c.ladder.finetune)})
     return rows
 
 
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job"]).to_string(index=False))
+    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune"]).to_string(index=False))
     print(f"\n{len(rows)} runs planned for experiment={rows[0]['experiment'] if rows else '?'}")
 
 
@@ -89,21 +90,29 @@ def launch(overrides: list[str], analysis: bool) -> int:
 
 
 def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
-    """The multiruns of a lambda ladder, in order: first each rate tier's highest lambda (the anchor) from
-    scratch for every model, then, per tier, the tier's other lambdas fine-tuned from their model's
-    anchor (init_from its last.pth; fresh optimizers and schedule). Tiers keep their own channels, so a
+    """The multiruns of a lambda ladder, in order: first the anchors (the highest lambda of each group)
+    from scratch for every model, then each group's other lambdas fine-tuned from their model's anchor
+    (init_from its last.pth; fresh optimizers and schedule; the experiment's `ladder.finetune`
+    overrides). A group is a set of rate tiers in which every model has the same channels (one group
+    per tier in the protocol; one for all lambdas when an experiment gives both tiers one size), so a
     fine-tune always starts from weights of its own shape."""
-    tiers: dict[str, dict[float, str]] = {}
+    shapes: dict[str, set] = {}  # tier -> {(model, N, M)}
+    lambdas: dict[str, dict[float, str]] = {}  # tier -> {value: text as given}
     for row in rows:  # plan(overrides)
         text = next((o.split("=", 1)[1] for o in row["job"] if o.startswith("lmbda=")), str(row["lmbda"]))
-        tiers.setdefault(row["rate"], {})[row["lmbda"]] = text
-    anchors = {tier: lambdas[max(lambdas)] for tier, lambdas in tiers.items()}
-    steps = [[*overrides, f"lmbda={','.join(anchors.values())}"]]
-    for tier, lambdas in tiers.items():
-        rest = [text for value, text in sorted(lambdas.items()) if text != anchors[tier]]
+        shapes.setdefault(row["rate"], set()).add((row["model"], row["N"], row["M"]))
+        lambdas.setdefault(row["rate"], {})[row["lmbda"]] = text
+    groups: dict[frozenset, dict[float, str]] = {}
+    for tier, tier_lambdas in lambdas.items():
+        groups.setdefault(frozenset(shapes[tier]), {}).update(tier_lambdas)
+    anchors = [group[max(group)] for group in groups.values()]
+    steps = [[*overrides, f"lmbda={','.join(anchors)}"]]
+    for anchor, group in zip(anchors, groups.values()):
+        rest = [text for value, text in sorted(group.items()) if text != anchor]
         if rest:
-            anchor_checkpoint = f"${{hydra:sweep.dir}}/runs/${{model.name}}_lmbda{anchors[tier]}/checkpoints/last.pth"
-            steps.append([*overrides, f"lmbda={','.join(rest)}", f"init_from='{anchor_checkpoint}'"])
+            anchor_checkpoint = f"${{hydra:sweep.dir}}/runs/${{model.name}}_lmbda{anchor}/checkpoints/last.pth"
+            steps.append([*overrides, *rows[0]["finetune"], f"lmbda={','.join(rest)}",
+                          f"init_from='{anchor_checkpoint}'"])
     return steps
 
 

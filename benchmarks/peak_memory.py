@@ -66,7 +66,7 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
 
     spec = SIZES[size]
     device = torch.device(device_name)
-    experiment = "quickstart" if spec["channels"] else "seminar"  # seminar: the protocol's channel table
+    experiment = "quickstart_scratch" if spec["channels"] else "seminar"  # seminar: the protocol's channel table
     overrides = [f"experiment={experiment}", f"model={name}", "rate=low", "logger=none", f"device={device_name}",
                  f"data.root={REPO / 'data' / 'vimeo-sample'}", f"data.batch_size={spec['batch']}",
                  f"data.patch_size={spec['patch']}", "hydra.run.dir=/tmp/unused"]

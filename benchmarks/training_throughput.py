@@ -34,7 +34,7 @@ from codec.models import REGISTRY  # noqa: E402
 def our_config(name: str, args, run_dir: Path, extra: list[str]):
     from entry import config_for
 
-    overrides = ["experiment=quickstart", f"model={name}", "rate=low", f"model.N={args.N}", f"model.M={args.M}",
+    overrides = ["experiment=quickstart_scratch", f"model={name}", "rate=low", f"model.N={args.N}", f"model.M={args.M}",
                  "logger=none", f"data.root={REPO / 'data' / 'vimeo-sample'}", f"data.batch_size={args.batch}",
                  f"data.patch_size={args.patch}", f"data.num_workers={args.workers}", "trainer.epochs=1",
                  f"trainer.steps_per_epoch={args.steps}", f"trainer.max_steps={args.steps}", "trainer.val_batches=1",

@@ -42,7 +42,8 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         elif trainer.ddp.is_main:
             summary |= evaluate_run(config, trainer.model, run_dir, tracker, lmbda=config.lmbda, N=config.model.N,
                                     M=config.model.M, rate=str(config.rate), run_name=config.run_name,
-                                    experiment=config.experiment_name, group=config.logger.group, **summary,
+                                    experiment=config.experiment_name, group=config.logger.group, seed=config.seed,
+                                    init_from=config.init_from, **summary,
                                     config_fingerprint=fingerprint)
         tracker.summary(summary)
         exit_code = 0

@@ -167,6 +167,13 @@ class LoggerConfig:
 
 
 @dataclass
+class LadderConfig:
+    # sweep.py --ladder: overrides for the fine-tuned lambdas (e.g. a shorter schedule:
+    # ["trainer.max_steps=600", "trainer.epochs=3"]); the anchors train with the config as it is.
+    finetune: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs, as plain typed values."""
 
@@ -177,6 +184,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
     task: Task = Task.train
     # task=eval: the checkpoint to evaluate (ours or a CompressAI state_dict).
     checkpoint: Optional[str] = None

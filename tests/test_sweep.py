@@ -31,7 +31,7 @@ def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = _results(tmp_path)
     assert set(results) == RUNS
-    assert {r["group"] for r in results.values()} == {"quickstart"}
+    assert {r["group"] for r in results.values()} == {"quickstart_scratch"}
     assert "RD plot:" in out.stdout and (tmp_path / "sweep" / "report" / "rd_psnr.png").is_file()
     assert "4 done of 4 runs" in out.stdout
 
@@ -168,3 +168,29 @@ def test_ladder_trains_the_anchor_first_then_fine_tunes_from_it(tmp_path):
         # the anchor had finished (results written) before the fine-tune's job started
         assert (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
     assert out.stdout.count("initialised the weights from") == 2
+
+
+def _row(model, lmbda, rate, N, M, finetune=()):
+    return {"model": model, "lmbda": lmbda, "rate": rate, "N": N, "M": M, "job": [f"lmbda={lmbda}"],
+            "finetune": list(finetune)}
+
+
+def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
+    """Tiers whose channels differ (the protocol) get one anchor each; tiers that share every model's
+    channels (experiment=mini) share one anchor, the highest lambda; fine-tunes get ladder.finetune."""
+    from sweep import ladder_steps
+
+    lambdas = (0.0018, 0.0067, 0.025, 0.0932)
+    tiered = [_row(m, l, "low" if l < 0.018 else "high", 8 if l < 0.018 else 16, 12) for m in ("a", "b")
+              for l in lambdas]
+    steps = ladder_steps(["x=1"], tiered)
+    assert [s for s in steps[0] if s.startswith("lmbda=")] == ["lmbda=0.0067,0.0932"]
+    assert [[o for o in s if o.startswith("lmbda=")] for s in steps[1:]] == [["lmbda=0.0018"], ["lmbda=0.025"]]
+    assert "0.0067/checkpoints" in steps[1][-1] and "0.0932/checkpoints" in steps[2][-1]
+
+    shared = [_row(m, l, "low" if l < 0.018 else "high", 8, 12, ["trainer.max_steps=5"]) for m in ("a", "b")
+              for l in lambdas]
+    steps = ladder_steps(["x=1"], shared)
+    assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "trainer.max_steps=5" not in steps[0]
+    assert "lmbda=0.0018,0.0067,0.025" in steps[1] and "trainer.max_steps=5" in steps[1]
+    assert steps[1][-1] == "init_from='${hydra:sweep.dir}/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"

@@ -41,8 +41,8 @@ def test_quickstart_run_leaves_checkpoints_results_and_wandb_run(tmp_path, model
     [wandb_file] = find_runs(run_dir)
     run = read_run(wandb_file)
     assert run.state == "finished" and run.run_id == ckpt["wandb_run_id"]
-    assert run.name == f"{model}_lmbda0.025" and run.group == "quickstart"
-    assert set(run.tags) == {model, "high", "quickstart"}
+    assert run.name == f"{model}_lmbda0.025" and run.group == "quickstart_scratch"
+    assert set(run.tags) == {model, "high", "quickstart_scratch"}
     assert (run.config["model"], run.config["lmbda"], run.config["N"], run.config["M"], run.config["rate"]) == \
         (model, 0.025, 8, 12, "high")
     assert run.config["scheduler"]["name"] in ("plateau", "multistep")

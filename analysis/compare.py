@@ -1,0 +1,78 @@
+"""Ladder against from-scratch training: per model, the training steps each way and the BD-rate of the
+ladder's curve against the from-scratch curve (negative: the ladder reaches the same PSNR with fewer bits).
+
+    python -m analysis.compare outputs/mini outputs/mini_scratch
+
+The first folder is a ladder sweep (python sweep.py --ladder ...), the second the same grid's fine-tuned
+lambdas trained from scratch with the fine-tunes' budget (python sweep.py ... plus the ladder.finetune
+overrides). Lambdas that the second folder lacks (the anchors, trained from scratch in both protocols)
+count in both curves. Steps saved compare the ladder with training every lambda like its anchor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.tables import bd_metrics, model_order, write_table
+from codec.errors import LicSweepError
+
+
+def _runs(root: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted(root.rglob("results.json")):
+        if "classical" in path.parts:
+            continue
+        r = json.loads(path.read_text())
+        if "train_steps" in r:
+            rows.append({"model": r["model"], "lmbda": r["lmbda"], "bpp": r["bpp"], "psnr": r["psnr"],
+                         "steps": r["train_steps"], "fine_tuned": bool(r.get("init_from"))})
+    if not rows:
+        raise LicSweepError(f"no finished training runs (results.json) under {root}")
+    return pd.DataFrame(rows)
+
+
+def compare(ladder_root: Path, scratch_root: Path) -> pd.DataFrame:
+    ladder, scratch = _runs(ladder_root), _runs(scratch_root)
+    rows = []
+    for model in model_order(ladder["model"]):
+        lad = ladder[ladder["model"] == model]
+        own = scratch[scratch["model"] == model]
+        if own.empty:
+            continue
+        shared = lad[~lad["lmbda"].isin(own["lmbda"])]
+        scr = pd.concat([own, shared])
+        anchor_steps = int(lad.loc[~lad["fine_tuned"], "steps"].max())
+        rate, psnr, note = bd_metrics(scr[["bpp", "psnr"]], lad[["bpp", "psnr"]])
+        rows.append({"model": model, "points": len(lad), "ladder steps": int(lad["steps"].sum()),
+                     "all from scratch, anchor budget": anchor_steps * len(lad),
+                     "steps saved (%)": 100 * (1 - lad["steps"].sum() / (anchor_steps * len(lad))),
+                     "scratch steps (fine-tune budget)": int(scr["steps"].sum()),
+                     "BD-rate ladder vs scratch (%)": rate, "BD-PSNR (dB)": psnr, "note": note})
+    if not rows:
+        raise LicSweepError(f"no model is in both {ladder_root} and {scratch_root}")
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("ladder", type=Path)
+    parser.add_argument("scratch", type=Path)
+    parser.add_argument("--out", type=Path, help="write ladder_vs_scratch.{md,csv,tex} here (default: LADDER/report)")
+    args = parser.parse_args(argv)
+    try:
+        table = compare(args.ladder, args.scratch)
+    except LicSweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table.to_markdown(index=False, floatfmt=".2f"))
+    paths = write_table(table, args.out or args.ladder / "report", "ladder_vs_scratch", floatfmt=".2f")
+    print(f"\nwritten: {paths['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Small base checkpoints shipped in the repository (pretrained/): the weights of a finished run, in
+float16, with the run's config and where they came from. `python -m codec.pretrained SWEEP_DIR` writes
+one per model from a finished mini-protocol ladder (each model's anchor: its highest lambda), and the
+quickstart fine-tunes every lambda from them (init_from). How to redo them: README, "Base checkpoints"."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
+from codec.errors import LicSweepError
+
+REPO = Path(__file__).resolve().parent.parent
+PRETRAINED = REPO / "pretrained"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def base_checkpoint(source: Path, command: str) -> dict:
+    """The shipped form of a run's last.pth: floating weights in float16 (half the size; a fine-tune
+    casts them back to float32), the entropy coder's integer tables as they are, the run's config and
+    results, and the provenance (source file and hash, commit, command, date)."""
+    ckpt = load_checkpoint(source)
+    if "model_meta" not in ckpt:
+        raise LicSweepError(f"{source} is not a checkpoint written by run.py (no model_meta)")
+    results_file = source.parent.parent / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    return {"state_dict": state, "model_meta": ckpt["model_meta"], "lmbda": ckpt["lmbda"], "config": ckpt["config"],
+            "step": ckpt.get("step"),
+            "provenance": {"source": str(source), "source_sha256": _sha256(source), "git_commit": _git_commit(),
+                           "command": command, "exported": datetime.date.today().isoformat(),
+                           "dtype": "float16", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
+                                                                                  "num_images") if k in results}}}
+
+
+def anchors(sweep_dir: Path) -> dict[str, Path]:
+    """model name -> last.pth of its highest-lambda run in a sweep directory (the ladder's anchors)."""
+    best: dict[str, tuple[float, Path]] = {}
+    for path in sorted((sweep_dir / "runs").glob("*/checkpoints/last.pth")):
+        if not (path.parent.parent / "results.json").is_file():
+            continue  # unfinished
+        ckpt = load_checkpoint(path)
+        name, lmbda = ckpt["model_meta"]["name"], float(ckpt["lmbda"])
+        if ckpt["config"].get("init_from") is None and lmbda > best.get(name, (-1.0, path))[0]:
+            best[name] = (lmbda, path)
+    if not best:
+        raise LicSweepError(f"{sweep_dir}: no finished run trained from scratch under runs/*/ (run "
+                            "`python sweep.py --ladder experiment=mini` first)")
+    return {name: path for name, (_, path) in best.items()}
+
+
+def export(sweep_dir: Path, out_dir: Path = PRETRAINED, command: str = "") -> list[Path]:
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["| model | lambda | steps | Kodak bpp | Kodak PSNR (dB) | size | sha256 |", "|---|---|---|---|---|---|---|"]
+    for name, source in sorted(anchors(sweep_dir).items()):
+        base = base_checkpoint(source, command)
+        path = out_dir / f"{name}.pth"
+        save_atomic(base, path)
+        kodak = base["provenance"]["kodak"]
+        lines.append(f"| {name} | {base['lmbda']} | {base['step']} | {kodak.get('bpp', float('nan')):.4f} | "
+                     f"{kodak.get('psnr', float('nan')):.2f} | {path.stat().st_size / 1e6:.1f} MB | "
+                     f"`{_sha256(path)[:16]}` |")
+        written.append(path)
+    table = "\n".join(lines)
+    write_text_atomic(f"<!-- written by: {command} -->\n{table}\n", out_dir / "MANIFEST.md")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codec.pretrained", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a finished sweep, e.g. outputs/mini")
+    parser.add_argument("--out", type=Path, default=PRETRAINED, help="where to write <model>.pth (default: pretrained/)")
+    args = parser.parse_args(argv)
+    command = "python -m codec.pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
+    for path in export(args.sweep_dir, args.out, command):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
