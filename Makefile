@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast venv complexity bench clean
+.PHONY: run test test-fast venv complexity bench clean mini pretrained
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ venv: $(VENV)/.installed
 
 run: venv
 	$(PY) sweep.py $(ARGS)
+
+# The CPU mini-protocol (about an hour on 2 cores; README "Experiments"), as a lambda ladder.
+mini: venv
+	$(PY) sweep.py --ladder experiment=mini $(ARGS)
+
+# The quickstart's base checkpoints (pretrained/) from a finished mini-protocol: each model's anchor.
+pretrained: venv
+	$(PY) -m codec.pretrained outputs/mini
 
 # The whole suite, slow tests included (CI runs this).
 test: venv

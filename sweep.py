@@ -1,12 +1,14 @@
 """The grid: every (model, lambda) point of an experiment as one Hydra multirun, then the analysis.
 
-    python sweep.py                                        # experiment=quickstart, the whole 4x4 grid
+    python sweep.py                                        # experiment=quickstart: 4x4 fine-tunes, ~10 min
+    python sweep.py --ladder experiment=mini               # the believable CPU protocol, about an hour
     python sweep.py experiment=seminar data.root=/data/vimeo_septuplet
     python sweep.py model=hyperprior,checkerboard lmbda=0.013,0.025   # narrow the grid
     python sweep.py hydra/launcher=local                   # one job per GPU (see conf/hydra/launcher)
     python sweep.py --dry-run [overrides]                  # print the planned runs only
     python sweep.py status [overrides]                     # done / running / failed / pending
     python sweep.py --ladder [overrides]                   # anchors from scratch, the rest fine-tuned
+    python sweep.py --ladder --dry-run [overrides]         # the runs and the ladder's multiruns in order
 
 Running the same sweep again skips finished runs, resumes interrupted ones from last.pth and
 reruns failed ones. `python run.py -m ...` runs the same multirun and ends with the same summary.
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = plan(overrides)
         if args.dry_run:
             print_plan(rows)
+            if args.ladder:
+                for i, step in enumerate(ladder_steps(overrides, rows)):
+                    print(f"ladder step {i + 1}: {' '.join(o for o in step if o not in overrides)}")
         else:
             print_rows(run_rows([r["run_dir"] for r in rows], {r["run_dir"]: r["fingerprint"] for r in rows}))
         return 0

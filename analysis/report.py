@@ -11,7 +11,7 @@ import pandas as pd
 from analysis.anchors import load_anchors
 from analysis.plots import rd_plot, training_curves
 from analysis.sources import history, load_runs
-from analysis.tables import bd_table, complexity_for_runs, part3_table, write_table
+from analysis.tables import bd_table, complexity_for_runs, curve_checks, part3_table, write_table
 
 
 def classical_curves(root: Path) -> dict[str, pd.DataFrame]:
@@ -52,12 +52,17 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
     if anchors and "CompressAI bmshj2018-hyperprior" in anchors:
         write_table(bd_table(frame, "CompressAI bmshj2018-hyperprior", anchors), out_dir, "bd_rate_vs_compressai",
                     floatfmt=".2f")
+    factorized = anchors.get("CompressAI bmshj2018-factorized")
+    checks = curve_checks(frame, factorized)
+    written["curve_checks"] = write_table(checks, out_dir, "curve_checks", floatfmt=".2f")["md"]
     if complexity:
         written["complexity_table"] = write_table(complexity_for_runs(frame), out_dir, "complexity", ".0f")["md"]
 
     print(part3.to_markdown(index=False, floatfmt=".4f"))
     print()
     print(bd.to_markdown(index=False, floatfmt=".2f"))
+    print()
+    print(checks.to_markdown(index=False, floatfmt=".2f"))
     if log_to_wandb:
         _log_report(written, part3, bd, online.get("project", "lic-sweep"))
     return written

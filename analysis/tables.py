@@ -68,6 +68,33 @@ def bd_table(runs: pd.DataFrame, reference: str = "factorized", anchors: dict[st
     return pd.DataFrame(rows)
 
 
+def curve_checks(runs: pd.DataFrame, published: pd.DataFrame | None = None,
+                 published_name: str = "CompressAI bmshj2018-factorized") -> pd.DataFrame:
+    """Per model: does bpp rise with lambda and PSNR with bpp (the curve a researcher can believe), the
+    smallest step between neighbouring points, and the PSNR gap to a published curve at the same bpp
+    (interpolated in log bpp; points outside its range are left out)."""
+    import numpy as np
+
+    rows = []
+    for model in model_order(runs["model"]):
+        curve = runs[runs["model"] == model].sort_values("lmbda")
+        bpp, psnr = curve["bpp"].to_numpy(float), curve["psnr"].to_numpy(float)
+        row = {"model": model, "points": len(curve),
+               "bpp rises with lambda": bool(np.all(np.diff(bpp) > 0)),
+               "PSNR rises with bpp": bool(np.all(np.diff(psnr[np.argsort(bpp)]) > 0)),
+               "min bpp step (%)": float(100 * np.min(np.diff(bpp) / bpp[:-1])) if len(bpp) > 1 else math.nan,
+               "min PSNR step (dB)": float(np.min(np.diff(psnr))) if len(psnr) > 1 else math.nan}
+        if published is not None:
+            ref = published.sort_values("bpp")
+            inside = (bpp >= ref["bpp"].min()) & (bpp <= ref["bpp"].max())
+            gap = np.interp(np.log(bpp[inside]), np.log(ref["bpp"].to_numpy(float)), ref["psnr"].to_numpy(float)) \
+                - psnr[inside]
+            row[f"dB under {published_name} (mean)"] = float(gap.mean()) if inside.any() else math.nan
+            row[f"dB under {published_name} (max)"] = float(gap.max()) if inside.any() else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def complexity_for_runs(runs: pd.DataFrame, batch: int = 64, size: int = 256) -> pd.DataFrame:
     """thop params/MACs (and true params) for every (model, N, M) in the runs, at the report's input."""
     from codec.complexity import measure

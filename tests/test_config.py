@@ -147,3 +147,24 @@ def test_a_bad_value_in_a_single_run_exits_with_one_line_and_leaves_no_record(tm
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "error: lmbda=-1 must be positive" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "run" / "failed.json").exists()
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_grid_point_of_every_experiment_composes(experiment):
+    rows = plan([f"experiment={experiment}"])
+    assert len(rows) == 16 and {r["experiment"] for r in rows} == {experiment}
+
+
+def test_the_mini_ladder_and_the_quickstart_that_starts_from_its_anchors():
+    from sweep import ladder_steps
+
+    rows = plan(["experiment=mini"])
+    assert {(r["N"], r["M"]) for r in rows} == {(64, 96)}  # one size: one anchor per model
+    steps = ladder_steps(["experiment=mini"], rows)
+    assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "lmbda=0.0018,0.0067,0.025" in steps[1]
+    assert "trainer.max_steps=600" in steps[1] and not any(o.startswith("trainer.") for o in steps[0][1:])
+    quick = config_for(["experiment=quickstart", "model=checkerboard", "lmbda=0.0018"])
+    mini = config_for(["experiment=mini", "model=checkerboard", "lmbda=0.0932"])
+    assert quick.init_from == str(REPO / "pretrained" / "checkerboard.pth")
+    assert (quick.model.N, quick.model.M, quick.data.root) == (mini.model.N, mini.model.M, mini.data.root)
+    assert quick.trainer.max_steps < mini.trainer.max_steps

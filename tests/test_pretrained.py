@@ -1,0 +1,58 @@
+"""Base checkpoints (pretrained/, codec.pretrained): exported from a sweep's anchors with their provenance,
+small, safe to load, and the quickstart's starting point for every model."""
+
+import pytest
+import torch
+
+from codec.checkpoint import load_checkpoint
+from codec.job import train_and_evaluate
+from codec.models import REGISTRY
+from codec.pretrained import PRETRAINED, export
+from codec.train import build_trainer
+from tests.conftest import config_for, tiny_overrides
+
+SEMINAR = ("factorized", "hyperprior", "joint_autoregressive", "checkerboard")
+
+
+def test_export_takes_each_models_highest_from_scratch_lambda_with_provenance(tmp_path):
+    sweep = tmp_path / "sweep"
+    for model, lmbda, init in (("hyperprior", 0.0067, None), ("hyperprior", 0.025, None), ("factorized", 0.025, None)):
+        train_and_evaluate(config_for(tiny_overrides(tmp_path, f"model={model}", f"lmbda={lmbda}")),
+                           sweep / "runs" / f"{model}_lmbda{lmbda}")
+    anchor = sweep / "runs" / "hyperprior_lmbda0.025" / "checkpoints" / "last.pth"
+    # a fine-tune at a higher lambda is not an anchor
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.0932", f"init_from={anchor}")),
+                       sweep / "runs" / "hyperprior_lmbda0.0932")
+    written = export(sweep, tmp_path / "out", command="test")
+    assert [p.name for p in written] == ["factorized.pth", "hyperprior.pth"]
+    base = load_checkpoint(tmp_path / "out" / "hyperprior.pth")
+    source = load_checkpoint(anchor)
+    assert base["lmbda"] == 0.025 and base["provenance"]["source"] == str(anchor)
+    assert base["provenance"]["command"] == "test" and len(base["provenance"]["git_commit"]) in (40, 7)
+    assert base["provenance"]["kodak"]["bpp"] > 0 and base["config"]["model"]["name"] == "hyperprior"
+    for key, value in source["state_dict"].items():
+        assert base["state_dict"][key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
+        assert torch.equal(base["state_dict"][key], value.to(base["state_dict"][key].dtype)), key
+    assert "| hyperprior | 0.025 |" in (tmp_path / "out" / "MANIFEST.md").read_text()
+    # and a run fine-tunes from it
+    config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.0018",
+                                       f"init_from={tmp_path / 'out' / 'hyperprior.pth'}"))
+    assert train_and_evaluate(config, tmp_path / "tune")["train_steps"] == 2
+
+
+@pytest.mark.parametrize("model", SEMINAR)
+def test_the_shipped_base_checkpoints_fit_the_quickstart(tmp_path, model):
+    """Each seminar model's pretrained/<model>.pth: a few MB, weights only (weights_only load), stamped
+    with the command and commit that made it, and of the quickstart's shape."""
+    path = PRETRAINED / f"{model}.pth"
+    assert path.is_file(), f"{path} is missing: README, 'Base checkpoints', says how to make it"
+    assert path.stat().st_size < 4e6
+    base = load_checkpoint(path)
+    assert base["provenance"]["command"].startswith("python -m codec.pretrained")
+    assert base["config"]["experiment_name"] == "mini" and base["config"]["init_from"] is None
+    config = config_for(["experiment=quickstart", f"model={model}", "lmbda=0.0067", "logger.mode=disabled"])
+    assert config.init_from == str(path)
+    trainer = build_trainer(config, tmp_path / "run")  # init_weights checks every shape
+    key = "g_a.0.weight"
+    assert torch.equal(trainer.model.state_dict()[key], base["state_dict"][key].float())
+    assert set(SEMINAR) <= set(REGISTRY)
