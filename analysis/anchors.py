@@ -16,6 +16,16 @@ DEFAULT_ANCHORS = {
     "He 2021 checkerboard (paper)": "paper-minnen2018-checkerboard_mse.json",
     "seminar report": "seminar-report.json",
 }
+# Classical codecs on Kodak as CompressAI publishes them (analysis/anchors/README.md).
+CLASSICAL_ANCHORS = {
+    "VTM": "classical/kodak-vtm.json",
+    "HM": "classical/kodak-hm.json",
+    "BPG 4:4:4": "classical/kodak-bpg_444_x265_ycbcr.json",
+    "AV1": "classical/kodak-av1.json",
+    "JPEG 2000": "classical/kodak-jpeg2000.json",
+    "JPEG": "classical/kodak-jpeg.json",
+    "WebP": "classical/kodak-webp.json",
+}
 
 
 def load_anchor(file: str | Path) -> pd.DataFrame:
@@ -30,4 +40,5 @@ def load_anchor(file: str | Path) -> pd.DataFrame:
 
 
 def load_anchors(names: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
-    return {label: load_anchor(file) for label, file in (names or DEFAULT_ANCHORS).items()}
+    """The published curves by label: by default the learned models' and the classical codecs'."""
+    return {label: load_anchor(file) for label, file in (names or {**DEFAULT_ANCHORS, **CLASSICAL_ANCHORS}).items()}

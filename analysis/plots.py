@@ -45,16 +45,27 @@ def rd_plot(runs: pd.DataFrame, out_dir: Path, name: str = "rd_psnr", metric: st
         for _, row in g.iterrows():
             ax.annotate(f"{row['lmbda']:g}", (row["bpp"], row["psnr"] if metric == "psnr" else ms_ssim_db(row["ms_ssim"])),
                         textcoords="offset points", xytext=(4, -10), fontsize=6, color=color)
+    from analysis.anchors import CLASSICAL_ANCHORS
+
+    x_max = 1.3 * float(runs["bpp"].max())
+    visible = [runs["psnr"] if metric == "psnr" else ms_ssim_db(runs["ms_ssim"])]
     for label, curve in (references or {}).items():
         if metric == "ms_ssim" and "ms_ssim" not in curve:
             continue
         y = curve["psnr"] if metric == "psnr" else ms_ssim_db(curve["ms_ssim"])
-        ax.plot(curve["bpp"], y, linestyle="--", linewidth=1, marker=".", label=label, alpha=0.8)
+        classical = label in CLASSICAL_ANCHORS
+        ax.plot(curve["bpp"], y, linestyle=":" if classical else "--", linewidth=1, marker="." if classical else "+",
+                label=label, alpha=0.7 if classical else 0.85)
+        visible.append(np.asarray(y)[np.asarray(curve["bpp"]) <= x_max])
+    if references:  # published curves run to 2-4 bpp: show the runs' range, and the references within it
+        values = np.concatenate([np.asarray(v, dtype=float) for v in visible])
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(np.nanmin(values) - 1, np.nanmax(values) + 1)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "MS-SSIM (dB)")
     ax.set_title(title or ("Rate-distortion, Kodak" if metric == "psnr" else "MS-SSIM, Kodak"))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(references or {}) > 6 else 1)
     return _save(fig, out_dir, name)
 
 

@@ -63,9 +63,25 @@ def bd_table(runs: pd.DataFrame, reference: str = "factorized", anchors: dict[st
     rows = []
     for model, curve in curves.items():
         rate, psnr, note = bd_metrics(pool[reference], curve, method)
-        rows.append({"model": model, "reference": reference, "points": len(curve),
-                     "BD-rate (%)": rate, "BD-PSNR (dB)": psnr, "note": note})
+        low, high, share = psnr_overlap(pool[reference], curve)
+        if high <= low:
+            note = "; ".join(filter(None, [note, "no PSNR overlap with the reference: nothing to integrate"]))
+        elif share < 0.5:
+            note = "; ".join(filter(None, [note, f"the overlap covers only {100 * share:.0f}% of the model's PSNR "
+                                                 "range: the figure holds for that part of the curve only"]))
+        rows.append({"model": model, "reference": reference, "points": len(curve), "BD-rate (%)": rate,
+                     "BD-PSNR (dB)": psnr, "PSNR range (dB)": f"{low:.2f}-{high:.2f}" if high > low else "none",
+                     "note": note})
     return pd.DataFrame(rows)
+
+
+def psnr_overlap(curve_ref: pd.DataFrame, curve_test: pd.DataFrame) -> tuple[float, float, float]:
+    """The PSNR interval both curves cover (the bjontegaard package integrates BD-rate over it, no
+    extrapolation) and the share of the test curve's own PSNR range that it is."""
+    low = max(curve_ref["psnr"].min(), curve_test["psnr"].min())
+    high = min(curve_ref["psnr"].max(), curve_test["psnr"].max())
+    own = curve_test["psnr"].max() - curve_test["psnr"].min()
+    return float(low), float(high), float(max(high - low, 0) / own) if own > 0 else 0.0
 
 
 def curve_checks(runs: pd.DataFrame, published: pd.DataFrame | None = None,

@@ -178,3 +178,38 @@ def test_ladder_against_scratch_steps_and_bd_rate(tmp_path):
     assert table.loc["factorized", "all from scratch, anchor budget"] == 4 * 3000
     assert table.loc["factorized", "steps saved (%)"] == pytest.approx(100 * (1 - 4800 / 12000))
     assert -12 < table.loc["hyperprior", "BD-rate ladder vs scratch (%)"] < -3
+
+
+@pytest.mark.parametrize("model, reference, pinned", [
+    ("CompressAI bmshj2018-hyperprior", "VTM", 30.486), ("CompressAI mbt2018", "VTM", 11.017),
+    ("CompressAI bmshj2018-hyperprior", "BPG 4:4:4", 3.930), ("CompressAI mbt2018", "BPG 4:4:4", -11.245),
+])
+def test_bd_rate_of_published_models_against_vtm_and_bpg_is_pinned(model, reference, pinned):
+    """CompressAI's published Kodak curves against its published VTM and BPG curves. Pinned values: the
+    bjontegaard package (pchip) once, checked by hand here: log10(bpp) as a monotone cubic (scipy's
+    PchipInterpolator) of PSNR for each curve, integrated over the PSNR interval both cover; the mean
+    difference d gives BD-rate = 10**d - 1. mbt2018 about 11% more bits than VTM and 11% fewer than BPG,
+    as CompressAI's plots show."""
+    import numpy as np
+    from scipy.interpolate import PchipInterpolator
+
+    from analysis.anchors import load_anchors
+    from analysis.tables import psnr_overlap
+
+    anchors = load_anchors()
+    ref, test = anchors[reference], anchors[model]
+    table = bd_table(pd.DataFrame(test.assign(model=model)), reference, anchors).iloc[0]
+    assert table["BD-rate (%)"] == pytest.approx(pinned, abs=0.01)
+    low, high, share = psnr_overlap(ref, test)
+    assert table["PSNR range (dB)"] == f"{low:.2f}-{high:.2f}" and share == 1.0 and "covers only" not in table["note"]
+    log_rate = [PchipInterpolator(c["psnr"].values, np.log10(c["bpp"].values)).integrate(low, high) for c in (ref, test)]
+    assert 100 * (10 ** ((log_rate[1] - log_rate[0]) / (high - low)) - 1) == pytest.approx(pinned, abs=0.01)
+
+
+def test_bd_table_says_when_the_psnr_overlap_is_small():
+    from analysis.anchors import load_anchors
+
+    low_curve = pd.DataFrame({"model": "m", "lmbda": [1, 2, 3, 4], "bpp": [0.02, 0.03, 0.045, 0.06],
+                              "psnr": [20.0, 22.0, 24.5, 26.5]})
+    row = bd_table(low_curve, "VTM", load_anchors()).iloc[0]
+    assert row["PSNR range (dB)"] == "26.14-26.50" and "covers only 5%" in row["note"]
