@@ -13,7 +13,7 @@ from analysis.wandb_offline import find_runs, read_run
 from codec.errors import LicSweepError
 
 COLUMNS = ["model", "lmbda", "N", "M", "rate", "bpp", "psnr", "ms_ssim", "bits", "num_pixels", "num_images",
-           "enc_time", "dec_time", "run_id", "group", "state", "source"]
+           "enc_time", "dec_time", "run_id", "group", "state", "source", "git_commit"]
 REQUIRED = ["model", "lmbda", "bpp", "psnr"]
 
 
@@ -55,7 +55,8 @@ def from_offline_wandb(root: str | Path) -> Runs:
     for run in latest.values():
         if run.config.get("task") not in (None, "train"):
             continue
-        values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state}
+        values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state,
+                  "git_commit": (run.config.get("repro") or {}).get("git_commit")}
         _sort_run(values, f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline", rows, left_out)
     return _finish(rows, left_out, str(root))
 

@@ -25,6 +25,8 @@ def part3_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per model and lambda: pixels, bits (mean per image), bpp, PSNR, MS-SSIM, encode and decode time."""
     frame = runs[list(PART3_COLUMNS)].copy()
     frame["model"] = pd.Categorical(frame["model"], model_order(frame["model"]))
+    if "git_commit" in runs and runs["git_commit"].notna().any():  # which code made each row
+        frame["commit"] = runs["git_commit"].map(lambda c: c[:10] if isinstance(c, str) else "")
     frame = frame.sort_values(["model", "lmbda"]).rename(columns=PART3_COLUMNS)
     frame["model"] = frame["model"].astype(str)
     return frame.reset_index(drop=True)

@@ -25,7 +25,9 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         return {k: v for k, v in done.items() if k != "per_image"} | {"skipped_as_done": True}
     start = time.monotonic()
     trainer = build_trainer(config, run_dir)
-    tracker = Tracker(config, run_dir, trainer.state.wandb_run_id, enabled=trainer.ddp.is_main)
+    card = _card(config, trainer, run_dir) if trainer.ddp.is_main else {}
+    tracker = Tracker(config, run_dir, trainer.state.wandb_run_id, enabled=trainer.ddp.is_main,
+                      extra_config={"repro": card})
     trainer.state.wandb_run_id = tracker.run_id
     exit_code = 1
     try:
@@ -43,6 +45,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
             summary |= evaluate_run(config, trainer.model, run_dir, tracker, lmbda=config.lmbda, N=config.model.N,
                                     M=config.model.M, rate=str(config.rate), run_name=config.run_name,
                                     experiment=config.experiment_name, group=config.logger.group, seed=config.seed,
+                                    git_commit=card.get("git_commit"), git_dirty=card.get("git_dirty"),
                                     init_from=config.init_from, **summary,
                                     config_fingerprint=fingerprint)
         tracker.summary(summary)
@@ -50,3 +53,13 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         return summary
     finally:
         tracker.finish(exit_code)
+
+
+def _card(config: RunConfig, trainer, run_dir: Path) -> dict[str, Any]:
+    """The run's reproducibility card (codec/provenance.py): code, packages, device, data manifests."""
+    from codec.evaluate import list_eval_images
+    from codec.provenance import reproducibility_card
+
+    test_files, _ = list_eval_images(config.eval.root, config.eval.max_images)
+    train_files = [*trainer.train_set.files, *trainer.val_set.files]
+    return reproducibility_card(run_dir, train_files, config.data.root, test_files, config.eval.root, trainer.device)
