@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.anchors import load_anchors
 from analysis.plots import rd_plot, training_curves
 from analysis.sources import history, load_runs
+from analysis.per_image import per_image_bd_table, per_image_points
 from analysis.tables import bd_table, complexity_for_runs, curve_checks, part3_table, write_table
 
 
@@ -58,6 +59,11 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
         written["bd_vtm_table"] = write_table(vtm, out_dir, "bd_rate_vs_vtm", floatfmt=".2f")["md"]
     if "BPG 4:4:4" in anchors:
         write_table(bd_table(frame, "BPG 4:4:4", anchors), out_dir, "bd_rate_vs_bpg", floatfmt=".2f")
+    if runs_root and source != "online":
+        points = per_image_points(runs_root)
+        if not points.empty and bd_ref in set(points["model"]) and points["model"].nunique() > 1:
+            written["per_image_bd_table"] = write_table(per_image_bd_table(points, bd_ref), out_dir,
+                                                        "bd_rate_per_image", floatfmt=".2f")["md"]
     factorized = anchors.get("CompressAI bmshj2018-factorized")
     checks = curve_checks(frame, factorized)
     written["curve_checks"] = write_table(checks, out_dir, "curve_checks", floatfmt=".2f")["md"]

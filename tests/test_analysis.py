@@ -213,3 +213,26 @@ def test_bd_table_says_when_the_psnr_overlap_is_small():
                               "psnr": [20.0, 22.0, 24.5, 26.5]})
     row = bd_table(low_curve, "VTM", load_anchors()).iloc[0]
     assert row["PSNR range (dB)"] == "26.14-26.50" and "covers only 5%" in row["note"]
+
+
+def test_per_image_bd_rate_with_a_bootstrap_interval(tmp_path):
+    """Model b spends 10% fewer bits than a on 9 of 10 images and 5% more on one: the mean per-image
+    BD-rate is about -8.5%, its 95% interval excludes 0, and 9 images are better."""
+    from analysis.per_image import bootstrap_mean_ci, per_image_bd_table, per_image_points
+
+    images = [f"img{i}.png" for i in range(10)]
+    for model, factor in (("factorized", 1.0), ("hyperprior", 0.9)):
+        for lmbda, bpp, psnr in POINTS["factorized"]:
+            run = tmp_path / "runs" / f"{model}_{lmbda}"
+            run.mkdir(parents=True)
+            per_image = [{"image": name, "bpp": bpp * (1.05 if (model == "hyperprior" and i == 0) else factor)
+                          * (1 + 0.1 * i), "psnr": psnr + 0.2 * i} for i, name in enumerate(images)]
+            (run / "results.json").write_text(json.dumps({"model": model, "lmbda": lmbda, "per_image": per_image}))
+    table = per_image_bd_table(per_image_points(tmp_path)).iloc[0]
+    assert table["model"] == "hyperprior" and table["images"] == "10 of 10"
+    assert table["mean BD-rate (%)"] == pytest.approx(0.9 * -10 + 0.1 * 5, abs=0.05)
+    assert table["95% CI low"] < table["mean BD-rate (%)"] < table["95% CI high"] < 0
+    assert table["images better than reference"] == 9
+    assert bootstrap_mean_ci([1.0, 2.0, 3.0]) == bootstrap_mean_ci([1.0, 2.0, 3.0])  # seeded
+    mean, low, high = bootstrap_mean_ci([5.0] * 4)
+    assert mean == low == high == 5.0
