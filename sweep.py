@@ -63,18 +63,19 @@ def plan(overrides: list[str]) -> list[dict]:
         sched = c.scheduler
         detail = (f"milestones={list(sched.milestones)} gamma={sched.gamma}" if sched.name == SchedulerName.multistep
                   else f"factor={sched.factor} patience={sched.patience}")
+        sweep_dir = str(cfg.hydra.sweep.dir)  # as ${hydra:sweep.dir} gives it to the jobs
         rows.append({"run": c.run_name, "model": c.model.name, "lmbda": c.lmbda, "rate": str(c.rate),
                      "N": c.model.N, "M": c.model.M, "scheduler": f"{sched.name} ({detail})",
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
                      "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job,
-                     "finetune": list(c.ladder.finetune)})
+                     "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir})
     return rows
 
 
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune"]).to_string(index=False))
+    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune", "sweep_dir"]).to_string(index=False))
     print(f"\n{len(rows)} runs planned for experiment={rows[0]['experiment'] if rows else '?'}")
 
 
@@ -108,11 +109,12 @@ def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
     for tier, tier_lambdas in lambdas.items():
         groups.setdefault(frozenset(shapes[tier]), {}).update(tier_lambdas)
     anchors = [group[max(group)] for group in groups.values()]
+    sweep_dir = rows[0]["sweep_dir"] if rows else "${hydra:sweep.dir}"
     steps = [[*overrides, f"lmbda={','.join(anchors)}"]]
     for anchor, group in zip(anchors, groups.values()):
         rest = [text for value, text in sorted(group.items()) if text != anchor]
         if rest:
-            anchor_checkpoint = f"${{hydra:sweep.dir}}/runs/${{model.name}}_lmbda{anchor}/checkpoints/last.pth"
+            anchor_checkpoint = f"{sweep_dir}/runs/${{model.name}}_lmbda{anchor}/checkpoints/last.pth"
             steps.append([*overrides, *rows[0]["finetune"], f"lmbda={','.join(rest)}",
                           f"init_from='{anchor_checkpoint}'"])
     return steps
@@ -133,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dry_run or show_status:
         rows = plan(overrides)
+        if args.ladder:  # each run as its ladder step composes it (fine-tunes: init_from, ladder.finetune)
+            steps = ladder_steps(overrides, rows)
+            rows = [row for step in steps for row in plan(step)]
         if args.dry_run:
             print_plan(rows)
-            if args.ladder:
-                for i, step in enumerate(ladder_steps(overrides, rows)):
-                    print(f"ladder step {i + 1}: {' '.join(o for o in step if o not in overrides)}")
+            for i, step in enumerate(steps if args.ladder else []):
+                print(f"ladder step {i + 1}: {' '.join(o for o in step if o not in overrides)}")
         else:
             print_rows(run_rows([r["run_dir"] for r in rows], {r["run_dir"]: r["fingerprint"] for r in rows}))
         return 0

@@ -172,7 +172,7 @@ def test_ladder_trains_the_anchor_first_then_fine_tunes_from_it(tmp_path):
 
 def _row(model, lmbda, rate, N, M, finetune=()):
     return {"model": model, "lmbda": lmbda, "rate": rate, "N": N, "M": M, "job": [f"lmbda={lmbda}"],
-            "finetune": list(finetune)}
+            "finetune": list(finetune), "sweep_dir": "/s"}
 
 
 def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
@@ -193,4 +193,4 @@ def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
     steps = ladder_steps(["x=1"], shared)
     assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "trainer.max_steps=5" not in steps[0]
     assert "lmbda=0.0018,0.0067,0.025" in steps[1] and "trainer.max_steps=5" in steps[1]
-    assert steps[1][-1] == "init_from='${hydra:sweep.dir}/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"
+    assert steps[1][-1] == "init_from='/s/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"
