@@ -138,6 +138,9 @@ class TrainerConfig:
     val_batches: Optional[int] = None
     # Model and batches in channels-last (NHWC) layout while training: faster convolutions.
     channels_last: bool = True
+    # 32 | bf16 | 16: autocast the transforms while training (entropy models and loss stay float32;
+    # 16 adds a GradScaler). Validation and evaluation are always float32 (codec/precision.py).
+    precision: str = "32"
 
 
 @dataclass
@@ -243,6 +246,8 @@ def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
                         ("trainer.val_batches", t.val_batches), ("eval.max_images", cfg.eval.max_images),
                         ("trainer.checkpoint_every_steps", t.checkpoint_every_steps)):
         _positive(name, value, allow_none=True)
+    if t.precision not in ("32", "bf16", "16"):
+        raise ConfigError(f"trainer.precision={t.precision!r} is not valid; choose 32, bf16 or 16")
     if d.patch_size % 64:
         raise ConfigError(f"data.patch_size={d.patch_size} must be a multiple of 64 (the models downsample by 64)")
     if not 0 < d.val_fraction < 1:

@@ -26,6 +26,7 @@ from codec.checkpoint import (
     training_checkpoint,
 )
 from codec.data import CropDataset, epoch_order, split_files
+from codec.precision import autocast_transforms, grad_scaler
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
 from codec.models import build_model, parameter_shapes
@@ -170,6 +171,8 @@ class Trainer:
         self.main_params, _ = split_parameters(model)
         self.memory_format = memory_format(config)
         self.criterion = RateDistortionLoss(config.lmbda)
+        autocast_transforms(model, config.trainer.precision, device.type)
+        self.scaler = grad_scaler(config.trainer.precision, device.type)
         self.net = model
         if ddp.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -207,6 +210,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         self.state = state
         if self.ddp.is_main:
@@ -239,9 +244,11 @@ class Trainer:
             return path
         if update_entropy_models:
             self.model.update(force=True)
-        save_atomic(training_checkpoint(self.state, self.model, self.optimizer, self.aux_optimizer, self.scheduler,
-                                        without_secrets(as_dict(self.config)), self._model_meta(), self.config.lmbda),
-                    path)
+        ckpt = training_checkpoint(self.state, self.model, self.optimizer, self.aux_optimizer, self.scheduler,
+                                   without_secrets(as_dict(self.config)), self._model_meta(), self.config.lmbda)
+        if self.scaler.is_enabled():  # trainer.precision=16: the loss scale goes on where it was
+            ckpt["scaler"] = self.scaler.state_dict()
+        save_atomic(ckpt, path)
         for callback in self.callbacks:
             callback.on_checkpoint(self, path)
         return path
@@ -275,10 +282,12 @@ class Trainer:
         # loss's, on the quantiles) is not in the checkpoint, so a resumed run would not see it.
         self.optimizer.zero_grad(set_to_none=True)
         self.aux_optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        self.scaler.scale(losses["loss"]).backward()
         if self.config.trainer.clip_max_norm:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.main_params, self.config.trainer.clip_max_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
         aux_loss = self.model.aux_loss()
         aux_loss.backward()
