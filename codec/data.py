@@ -12,6 +12,7 @@ by the next sample; its path travels with the batch so the training loop can war
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,13 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_si
         passes += 1
     usable = len(order) - len(order) % world_size
     return order[rank:usable:world_size]
+
+
+def loader_workers(setting: str, local_world_size: int = 1) -> int:
+    """data.num_workers as a number: itself, or for auto the CPUs this process may run on (its affinity
+    mask: Slurm's cpus_per_task, taskset, a container's cpuset) shared among the node's training
+    processes, less one for the training loop itself, at most 8."""
+    if setting != "auto":
+        return int(setting)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus // max(1, local_world_size) - 1))

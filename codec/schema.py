@@ -93,7 +93,10 @@ class DataConfig:
     val_batch_size: int = 16
     # Fraction held out for validation (whole sequences for Vimeo), chosen by a hash of the names.
     val_fraction: float = 0.05
-    num_workers: int = 4
+    # Loader processes per training process: a number, or auto (the CPUs this process may use, from
+    # its affinity mask, which Slurm's cpus_per_task sets, shared among the node's DDP ranks, minus one
+    # for the training loop; at most 8).
+    num_workers: str = "auto"
     # Images smaller than patch_size: pad (reflect) or skip.
     small_images: SmallImages = SmallImages.pad
     # Keep decoded images in memory (small data sets only).
@@ -252,7 +255,9 @@ def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
         raise ConfigError(f"data.patch_size={d.patch_size} must be a multiple of 64 (the models downsample by 64)")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={d.val_fraction!r} must be between 0 and 1 (exclusive)")
-    for name, value in (("data.num_workers", d.num_workers), ("optimizer.weight_decay", o.weight_decay),
+    if d.num_workers != "auto" and not (d.num_workers.isdigit()):
+        raise ConfigError(f"data.num_workers={d.num_workers!r} must be auto or a number >= 0")
+    for name, value in (("optimizer.weight_decay", o.weight_decay),
                         ("trainer.clip_max_norm", t.clip_max_norm or 0),
                         ("trainer.checkpoint_every_minutes", t.checkpoint_every_minutes),
                         ("scheduler.patience", s.patience), ("scheduler.min_lr", s.min_lr),

@@ -25,7 +25,7 @@ from codec.checkpoint import (
     train_state_of,
     training_checkpoint,
 )
-from codec.data import CropDataset, epoch_order, split_files
+from codec.data import CropDataset, epoch_order, loader_workers, split_files
 from codec.precision import autocast_transforms, grad_scaler
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
@@ -173,6 +173,7 @@ class Trainer:
         self.criterion = RateDistortionLoss(config.lmbda)
         autocast_transforms(model, config.trainer.precision, device.type)
         self.scaler = grad_scaler(config.trainer.precision, device.type)
+        self.workers = loader_workers(config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world_size)))
         self.net = model
         if ddp.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -256,7 +257,7 @@ class Trainer:
     # -- steps -------------------------------------------------------------------------------
     def _loader(self, dataset, order, batch_size, drop_last):
         return DataLoader(Subset(dataset, order), batch_size=batch_size, shuffle=False,
-                          num_workers=self.config.data.num_workers, drop_last=drop_last, collate_fn=_collate,
+                          num_workers=self.workers, drop_last=drop_last, collate_fn=_collate,
                           generator=torch.Generator(), pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 

@@ -136,3 +136,19 @@ def test_small_images_padded_or_skipped(tmp_path):
     assert x.shape == (3, 64, 64) and not skipped
     x, skipped = CropDataset([small, big], 64, train=True, small_images="skip")[0]
     assert x.shape == (3, 64, 64) and "small.png (smaller than 64px crop)" in skipped
+
+
+def test_num_workers_auto_follows_the_cpus_this_process_may_use(monkeypatch, tmp_path):
+    import os
+
+    from codec.data import loader_workers
+    from codec.errors import ConfigError
+    from tests.conftest import config_for, tiny_overrides
+
+    assert loader_workers("3") == 3 and loader_workers("0") == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))  # e.g. Slurm's cpus_per_task=16
+    assert loader_workers("auto") == 8 and loader_workers("auto", local_world_size=4) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert loader_workers("auto") == 0  # one CPU: load in the training process
+    with pytest.raises(ConfigError, match="data.num_workers='many' must be auto or a number"):
+        config_for(tiny_overrides(tmp_path, "data.num_workers=many"))
