@@ -43,10 +43,15 @@ def base_checkpoint(source: Path, command: str) -> dict:
         raise LicSweepError(f"{source} is not a checkpoint written by run.py (no model_meta)")
     results_file = source.parent.parent / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    overrides_file = source.parent.parent / ".hydra" / "overrides.yaml"  # how Hydra ran the job
+    trained_with = ("python run.py " + " ".join(line[2:].strip() for line in overrides_file.read_text().splitlines()
+                                                if line.startswith("- "))) if overrides_file.is_file() else None
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     return {"state_dict": state, "model_meta": ckpt["model_meta"], "lmbda": ckpt["lmbda"], "config": ckpt["config"],
             "step": ckpt.get("step"),
-            "provenance": {"source": str(source), "source_sha256": _sha256(source), "git_commit": _git_commit(),
+            "provenance": {"source": str(source), "source_sha256": _sha256(source), "trained_with": trained_with,
+                           "trained_at_commit": (results.get("git_commit") or ckpt["config"].get("git_commit")),
+                           "git_commit": _git_commit(),
                            "command": command, "exported": datetime.date.today().isoformat(),
                            "dtype": "float16", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
                                                                                   "num_images") if k in results}}}

@@ -49,6 +49,7 @@ def test_the_shipped_base_checkpoints_fit_the_quickstart(tmp_path, model):
     assert path.stat().st_size < 4e6
     base = load_checkpoint(path)
     assert base["provenance"]["command"].startswith("python -m codec.pretrained")
+    assert base["provenance"]["trained_with"] == f"python run.py model={model} lmbda=0.0932 experiment=mini"
     assert base["config"]["experiment_name"] == "mini" and base["config"]["init_from"] is None
     config = config_for(["experiment=quickstart", f"model={model}", "lmbda=0.0067", "logger.mode=disabled"])
     assert config.init_from == str(path)
