@@ -49,13 +49,15 @@ def grid_overrides(overrides: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(everything, None) for job in batch]
 
 
-def plan(overrides: list[str]) -> list[dict]:
+def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
     """Each job's config (composed once and validated), run directory and config fingerprint, for
     --dry-run, status and the ladder."""
     from codec.job_status import config_fingerprint
     from codec.schema import SchedulerName, as_dict
 
-    rows = []
+    from codec.cost import load_table
+
+    rows, images, table = [], {}, load_table() if with_cost else {}
     for job in grid_overrides(overrides):
         cfg = compose(job, with_hydra=True)
         run_dir = REPO / str(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
@@ -69,14 +71,38 @@ def plan(overrides: list[str]) -> list[dict]:
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
                      "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job,
                      "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir})
+        if with_cost:  # steps and estimated hours from the measured throughput table (codec/cost.py)
+            from codec.cost import run_cost, training_images
+
+            key = (c.data.format, c.data.root, c.data.list_file, c.data.val_fraction)
+            if key not in images:
+                images[key] = training_images(c)
+            rows[-1].update(run_cost(c, table, images[key]))
     return rows
 
 
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    print(pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune", "sweep_dir"]).to_string(index=False))
+    frame = pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune", "sweep_dir"])
+    if "est. hours" in frame:
+        frame["est. hours"] = frame["est. hours"].map(lambda h: "?" if h is None or h != h else f"{h:.2f}")
+        for column in ("steps/epoch", "total steps"):
+            frame[column] = frame[column].map(lambda v: "?" if v is None or v != v else str(int(v)))
+    print(frame.to_string(index=False))
     print(f"\n{len(rows)} runs planned for experiment={rows[0]['experiment'] if rows else '?'}")
+    if "est. hours" in frame:
+        from codec.cost import THROUGHPUT_FILE, device_key
+
+        if (frame["total steps"] == "?").any():
+            print("steps unknown where the training data is not there (data.root) and trainer.steps_per_epoch is unset")
+        known = [float(h) for h in frame["est. hours"] if h != "?"]
+        if known:
+            print(f"estimated total: {sum(known):.1f} hours on {device_key()} (from "
+                  f"{THROUGHPUT_FILE.relative_to(REPO)}; scaled by MACs per pixel and crop size, not timed)")
+        else:
+            print(f"no measured throughput for {device_key()} in {THROUGHPUT_FILE.relative_to(REPO)}: run `make bench` "
+                  "(or `python -m codec.cost record SWEEP_DIR` after a sweep) on this machine for hour estimates")
 
 
 def launch(overrides: list[str], analysis: bool) -> int:
@@ -134,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = args.overrides[1:] if show_status else args.overrides
 
     if args.dry_run or show_status:
-        rows = plan(overrides)
+        rows = plan(overrides, with_cost=args.dry_run)
         if args.ladder:  # each run as its ladder step composes it (fine-tunes: init_from, ladder.finetune)
             steps = ladder_steps(overrides, rows)
-            rows = [row for step in steps for row in plan(step)]
+            rows = [row for step in steps for row in plan(step, with_cost=args.dry_run)]
         if args.dry_run:
             print_plan(rows)
             for i, step in enumerate(steps if args.ladder else []):

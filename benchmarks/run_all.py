@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = [
-    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", ["--ablation"],
+    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", ["--ablation", "--record"],
      ["--steps", "20", "--repeats", "1"]),
     ("Kodak evaluation time against compressai.utils.eval_model", "evaluation_time.py", ["--repeats", "2"],
      ["--images", "1"]),

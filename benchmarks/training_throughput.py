@@ -4,6 +4,7 @@ CompressAI's examples/train.py, same model, initial weights, batch, crop, optimi
     python benchmarks/training_throughput.py [--steps 150] [--batch 8] [--patch 64] [--N 32 --M 48]
     python benchmarks/training_throughput.py --ablation   # each of our speed-ups added in turn
     python benchmarks/training_throughput.py --set trainer.channels_last=false   # any override of ours
+    python benchmarks/training_throughput.py --record    # file the rates for sweep.py --dry-run's estimates
 
 Ours is timed end to end: Trainer.fit for one epoch of `steps` steps, which includes opening the data, one
 validation batch and writing best.pth and last.pth at the end (the peer does none of that).
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ablation", action="store_true", help="also time ours with each speed-up added in turn")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for our runs (e.g. optimizer.fused=false)")
+    parser.add_argument("--record", action="store_true",
+                        help="file our default loop's images/s per model in benchmarks/throughput.json under this "
+                             "device (sweep.py --dry-run estimates hours from it)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -117,6 +121,12 @@ def main() -> None:
                 for label, extra in variants:
                     ours[label].append(time_ours(name, args, tmp, extra)[0])
             cells = [f"{images / min(t):.1f} ({min(peer) / min(t):.2f}x)" for t in ours.values()]
+            if args.record:
+                from codec.cost import device_key, record
+
+                default = list(ours.values())[-1]  # the last variant is our default
+                record(device_key(args.device), name, args.N, args.M, args.patch, args.batch, images / min(default),
+                       f"benchmarks/training_throughput.py, {time.strftime('%Y-%m-%d')}")
             print(f"| {name} | {images / min(peer):.1f} | " + " | ".join(cells) + " |", flush=True)
 
 
