@@ -49,7 +49,8 @@ def base_checkpoint(source: Path, command: str) -> dict:
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     return {"state_dict": state, "model_meta": ckpt["model_meta"], "lmbda": ckpt["lmbda"], "config": ckpt["config"],
             "step": ckpt.get("step"),
-            "provenance": {"source": str(source), "source_sha256": _sha256(source), "trained_with": trained_with,
+            "provenance": {"source": str(source.resolve().relative_to(REPO) if source.resolve().is_relative_to(REPO)
+                                          else source), "source_sha256": _sha256(source), "trained_with": trained_with,
                            "trained_at_commit": (results.get("git_commit") or ckpt["config"].get("git_commit")),
                            "git_commit": _git_commit(),
                            "command": command, "exported": datetime.date.today().isoformat(),
