@@ -221,6 +221,10 @@ class Trainer:
     def init_weights(self, path: Path) -> None:
         """The model's weights from another checkpoint (fine-tuning, e.g. a lambda ladder); optimizers,
         scheduler and step count stay fresh. Every parameter must be there with this model's shape."""
+        if not path.is_file():
+            raise LicSweepError(f"init_from={path} does not exist" + (
+                "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
+                "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
         ckpt = load_checkpoint(path, map_location=self.device)
         theirs, ours = parameter_shapes(ckpt["state_dict"]), parameter_shapes(self.model.state_dict())
         wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]

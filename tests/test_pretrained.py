@@ -57,3 +57,11 @@ def test_the_shipped_base_checkpoints_fit_the_quickstart(tmp_path, model):
     key = "g_a.0.weight"
     assert torch.equal(trainer.model.state_dict()[key], base["state_dict"][key].float())
     assert set(SEMINAR) <= set(REGISTRY)
+
+
+def test_a_missing_base_checkpoint_says_how_to_make_it(tmp_path):
+    from codec.errors import LicSweepError
+
+    missing = tmp_path / "pretrained" / "hyperprior.pth"
+    with pytest.raises(LicSweepError, match=r"does not exist; the base checkpoints of pretrained/ are made by `make mini`"):
+        build_trainer(config_for(tiny_overrides(tmp_path, "model=hyperprior", f"init_from={missing}")), tmp_path / "r")
