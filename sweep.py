@@ -70,7 +70,8 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
                      "N": c.model.N, "M": c.model.M, "scheduler": f"{sched.name} ({detail})",
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
                      "run_dir": run_dir, "fingerprint": config_fingerprint(as_dict(c)), "job": job,
-                     "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir})
+                     "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir,
+                     "refine_anchor": c.ladder.refine_anchor, "sweep_name": c.sweep_name})
         if with_cost:  # steps and estimated hours from the measured throughput table (codec/cost.py)
             from codec.cost import run_cost, training_images
 
@@ -84,7 +85,8 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune", "sweep_dir"])
+    frame = pd.DataFrame(rows).drop(columns=["run_dir", "fingerprint", "job", "finetune", "sweep_dir", "refine_anchor",
+                                             "sweep_name"])
     if "est. hours" in frame:
         frame["est. hours"] = frame["est. hours"].map(lambda h: "?" if h is None or h != h else f"{h:.2f}")
         for column in ("steps/epoch", "total steps"):
@@ -120,11 +122,17 @@ def launch(overrides: list[str], analysis: bool) -> int:
 
 def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
     """The multiruns of a lambda ladder, in order: first the anchors (the highest lambda of each group)
-    from scratch for every model, then each group's other lambdas fine-tuned from their model's anchor
+    from scratch for every model, then each group's lambdas fine-tuned from their model's anchor
     (init_from its last.pth; fresh optimizers and schedule; the experiment's `ladder.finetune`
     overrides). A group is a set of rate tiers in which every model has the same channels (one group
     per tier in the protocol; one for all lambdas when an experiment gives both tiers one size), so a
-    fine-tune always starts from weights of its own shape."""
+    fine-tune always starts from weights of its own shape.
+
+    With ladder.refine_anchor (the default) the anchors train in a sweep folder of their own
+    (<sweep dir>_anchors) and the anchor's lambda is fine-tuned too, so that every point of the curve has
+    had the same training: the anchor's and one fine-tune. Without it the anchor is its lambda's point
+    (right when the anchors are converged; an anchor short of convergence then sits below the fine-tunes,
+    which trained longer)."""
     shapes: dict[str, set] = {}  # tier -> {(model, N, M)}
     lambdas: dict[str, dict[float, str]] = {}  # tier -> {value: text as given}
     for row in rows:  # plan(overrides)
@@ -136,12 +144,20 @@ def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
         groups.setdefault(frozenset(shapes[tier]), {}).update(tier_lambdas)
     anchors = [group[max(group)] for group in groups.values()]
     sweep_dir = rows[0]["sweep_dir"] if rows else "${hydra:sweep.dir}"
-    steps = [[*overrides, f"lmbda={','.join(anchors)}"]]
+    refine = bool(rows) and rows[0]["refine_anchor"]
+    if refine:  # the anchors apart, in a sweep folder (and W&B group) of their own
+        anchor_dir = f"{sweep_dir.rstrip('/')}_anchors"
+        name = f"{rows[0]['sweep_name']}_anchors"
+        own = [o for o in overrides if not o.startswith(("sweep_name=", "hydra.sweep.dir="))]
+        steps = [[*own, f"sweep_name={name}", f"hydra.sweep.dir={anchor_dir}", f"lmbda={','.join(anchors)}"]]
+    else:
+        anchor_dir = sweep_dir
+        steps = [[*overrides, f"lmbda={','.join(anchors)}"]]
     for anchor, group in zip(anchors, groups.values()):
-        rest = [text for value, text in sorted(group.items()) if text != anchor]
-        if rest:
-            anchor_checkpoint = f"{sweep_dir}/runs/${{model.name}}_lmbda{anchor}/checkpoints/last.pth"
-            steps.append([*overrides, *rows[0]["finetune"], f"lmbda={','.join(rest)}",
+        tuned = [text for value, text in sorted(group.items()) if refine or text != anchor]
+        if tuned:
+            anchor_checkpoint = f"{anchor_dir}/runs/${{model.name}}_lmbda{anchor}/checkpoints/last.pth"
+            steps.append([*overrides, *rows[0]["finetune"], f"lmbda={','.join(tuned)}",
                           f"init_from='{anchor_checkpoint}'"])
     return steps
 

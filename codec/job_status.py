@@ -18,7 +18,7 @@ from codec.errors import LicSweepError
 
 # Settings that do not change what a run computes: a finished run with other values of these
 # still counts as done.
-_VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint"}
+_VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint", "ladder"}
 _VOLATILE_NESTED = {("data", "num_workers"), ("trainer", "log_every_steps"),
                     ("trainer", "checkpoint_every_minutes"), ("trainer", "checkpoint_every_steps"), ("eval", "save_bitstreams"),
                     ("eval", "save_reconstructions"), ("eval", "entropy_coder_device")}

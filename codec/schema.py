@@ -177,6 +177,9 @@ class LadderConfig:
     # sweep.py --ladder: overrides for the fine-tuned lambdas (e.g. a shorter schedule:
     # ["trainer.max_steps=600", "trainer.epochs=3"]); the anchors train with the config as it is.
     finetune: list[str] = field(default_factory=list)
+    # Fine-tune the anchor's lambda too (anchors then train in <sweep dir>_anchors), so that every point
+    # has the same training; false: the anchor is its lambda's point (for converged anchors).
+    refine_anchor: bool = True
 
 
 @dataclass

@@ -150,29 +150,34 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
 
 
 def test_ladder_trains_the_anchor_first_then_fine_tunes_from_it(tmp_path):
-    """sweep.py --ladder: per model and rate tier, the highest lambda from scratch, then the tier's other
-    lambdas from its weights (fresh optimizers, schedule and steps), in that order."""
+    """sweep.py --ladder: per model and rate tier, the highest lambda from scratch (in the sweep's
+    _anchors folder), then every lambda of the tier fine-tuned from its weights (fresh optimizers,
+    schedule and steps), in that order."""
     from codec.checkpoint import load_checkpoint
 
     out = _sweep(tmp_path, "--ladder", "model=factorized,hyperprior", "lmbda=0.0018,0.0067",
                  "hydra/launcher=basic", "--no-analysis")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "ladder step 1 of 2: lmbda=0.0067" in out.stdout and "ladder step 2 of 2: lmbda=0.0018" in out.stdout
-    runs = tmp_path / "sweep" / "runs"
+    assert "ladder step 1 of 2: sweep_name=quickstart_scratch_anchors" in out.stdout
+    assert "ladder step 2 of 2: init_from=" in out.stdout
+    runs, anchors = tmp_path / "sweep" / "runs", tmp_path / "sweep_anchors" / "runs"
     for model in ("factorized", "hyperprior"):
-        anchor, tune = runs / f"{model}_lmbda0.0067", runs / f"{model}_lmbda0.0018"
-        ckpt = load_checkpoint(tune / "checkpoints" / "last.pth")
-        assert ckpt["config"]["init_from"] == str(anchor / "checkpoints" / "last.pth")
+        anchor = anchors / f"{model}_lmbda0.0067"
         assert load_checkpoint(anchor / "checkpoints" / "last.pth")["config"]["init_from"] is None
-        assert ckpt["step"] == 3  # its own, fresh step count
-        # the anchor had finished (results written) before the fine-tune's job started
-        assert (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
-    assert out.stdout.count("initialised the weights from") == 2
+        for lmbda in ("0.0018", "0.0067"):
+            tune = runs / f"{model}_lmbda{lmbda}"
+            ckpt = load_checkpoint(tune / "checkpoints" / "last.pth")
+            assert ckpt["config"]["init_from"] == str(anchor / "checkpoints" / "last.pth")
+            assert ckpt["step"] == 3  # its own, fresh step count
+            # the anchor had finished (results written) before the fine-tune's job started
+            assert (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
+    assert out.stdout.count("initialised the weights from") == 4
+    assert not (anchors.parent / "report").exists()  # the anchors are not a curve of the sweep
 
 
-def _row(model, lmbda, rate, N, M, finetune=()):
+def _row(model, lmbda, rate, N, M, finetune=(), refine=False):
     return {"model": model, "lmbda": lmbda, "rate": rate, "N": N, "M": M, "job": [f"lmbda={lmbda}"],
-            "finetune": list(finetune), "sweep_dir": "/s"}
+            "finetune": list(finetune), "sweep_dir": "/s", "refine_anchor": refine, "sweep_name": "s"}
 
 
 def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
@@ -194,3 +199,11 @@ def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
     assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "trainer.max_steps=5" not in steps[0]
     assert "lmbda=0.0018,0.0067,0.025" in steps[1] and "trainer.max_steps=5" in steps[1]
     assert steps[1][-1] == "init_from='/s/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"
+
+    # refine_anchor: the anchors train apart (/s_anchors) and every lambda, the anchor's too, is fine-tuned
+    refined = [_row(m, l, "low" if l < 0.018 else "high", 8, 12, ["trainer.max_steps=5"], refine=True)
+               for m in ("a", "b") for l in lambdas]
+    steps = ladder_steps(["x=1", "hydra.sweep.dir=/s"], refined)
+    assert steps[0] == ["x=1", "sweep_name=s_anchors", "hydra.sweep.dir=/s_anchors", "lmbda=0.0932"]
+    assert "lmbda=0.0018,0.0067,0.025,0.0932" in steps[1] and "hydra.sweep.dir=/s" in steps[1]
+    assert steps[1][-1] == "init_from='/s_anchors/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"
