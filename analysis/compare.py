@@ -3,10 +3,11 @@ ladder's curve against the from-scratch curve (negative: the ladder reaches the 
 
     python -m analysis.compare outputs/mini outputs/mini_scratch
 
-The first folder is a ladder sweep (python sweep.py --ladder ...), the second the same grid's fine-tuned
-lambdas trained from scratch with the fine-tunes' budget (python sweep.py ... plus the ladder.finetune
-overrides). Lambdas that the second folder lacks (the anchors, trained from scratch in both protocols)
-count in both curves. Steps saved compare the ladder with training every lambda like its anchor."""
+The first folder is a ladder sweep (python sweep.py --ladder ...; its anchors in FOLDER_anchors when
+ladder.refine_anchor), the second the same grid trained from scratch with the fine-tunes' budget
+(python sweep.py ... plus the ladder.finetune overrides). Lambdas that the second folder lacks count in
+both curves. Steps saved compare the ladder (anchors and fine-tunes) with training every lambda like
+its anchor."""
 
 from __future__ import annotations
 
@@ -37,19 +38,23 @@ def _runs(root: Path) -> pd.DataFrame:
 
 def compare(ladder_root: Path, scratch_root: Path) -> pd.DataFrame:
     ladder, scratch = _runs(ladder_root), _runs(scratch_root)
+    anchor_root = ladder_root.parent / f"{ladder_root.name}_anchors"  # ladder.refine_anchor: anchors apart
+    anchors = _runs(anchor_root) if anchor_root.is_dir() else ladder[~ladder["fine_tuned"]]
     rows = []
     for model in model_order(ladder["model"]):
         lad = ladder[ladder["model"] == model]
         own = scratch[scratch["model"] == model]
-        if own.empty:
+        model_anchors = anchors[anchors["model"] == model]
+        if own.empty or model_anchors.empty:
             continue
         shared = lad[~lad["lmbda"].isin(own["lmbda"])]
         scr = pd.concat([own, shared])
-        anchor_steps = int(lad.loc[~lad["fine_tuned"], "steps"].max())
+        anchor_steps = int(model_anchors["steps"].max())
+        ladder_steps = int(lad["steps"].sum()) + (int(model_anchors["steps"].sum()) if anchor_root.is_dir() else 0)
         rate, psnr, note = bd_metrics(scr[["bpp", "psnr"]], lad[["bpp", "psnr"]])
-        rows.append({"model": model, "points": len(lad), "ladder steps": int(lad["steps"].sum()),
+        rows.append({"model": model, "points": len(lad), "ladder steps": ladder_steps,
                      "all from scratch, anchor budget": anchor_steps * len(lad),
-                     "steps saved (%)": 100 * (1 - lad["steps"].sum() / (anchor_steps * len(lad))),
+                     "steps saved (%)": 100 * (1 - ladder_steps / (anchor_steps * len(lad))),
                      "scratch steps (fine-tune budget)": int(scr["steps"].sum()),
                      "BD-rate ladder vs scratch (%)": rate, "BD-PSNR (dB)": psnr, "note": note})
     if not rows:

@@ -52,6 +52,8 @@ def bd_metrics(curve_ref: pd.DataFrame, curve_test: pd.DataFrame, method: str = 
             note = "; ".join(filter(None, [note, str(caught[0].message).split("\n")[0]]))
         return float(rate), float(psnr), note
     except Exception as exc:  # non-monotonic curves, no overlap
+        if "strictly increasing" in str(exc):
+            return math.nan, math.nan, "not computable: a curve's PSNR does not rise with its bpp at every point"
         return math.nan, math.nan, f"not computable: {exc}"
 
 

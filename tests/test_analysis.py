@@ -236,3 +236,18 @@ def test_per_image_bd_rate_with_a_bootstrap_interval(tmp_path):
     assert bootstrap_mean_ci([1.0, 2.0, 3.0]) == bootstrap_mean_ci([1.0, 2.0, 3.0])  # seeded
     mean, low, high = bootstrap_mean_ci([5.0] * 4)
     assert mean == low == high == 5.0
+
+
+def test_ladder_with_refined_anchors_counts_the_anchor_folder(tmp_path):
+    from analysis.compare import compare
+
+    ladder, anchors, scratch = tmp_path / "mini", tmp_path / "mini_anchors", tmp_path / "scratch"
+    for model, points in POINTS.items():
+        _results(anchors, model, points[-1][0], points[-1][1], points[-1][2] - 0.5, 3000)
+        for lmbda, b, p in points:
+            _results(ladder, model, lmbda, b, p, 600, init_from="anchor.pth")
+            _results(scratch, model, lmbda, b * 1.2, p, 600)
+    table = compare(ladder, scratch).set_index("model")
+    assert table.loc["factorized", "ladder steps"] == 3000 + 4 * 600
+    assert table.loc["factorized", "steps saved (%)"] == pytest.approx(100 * (1 - 5400 / 12000))
+    assert table.loc["factorized", "BD-rate ladder vs scratch (%)"] == pytest.approx(100 * (1 / 1.2 - 1), abs=0.5)
