@@ -90,13 +90,14 @@ def record_runs(sweep_dir: Path, path: Path = THROUGHPUT_FILE) -> list[str]:
     for results_file in sorted(sweep_dir.rglob("results.json")):
         r = json.loads(results_file.read_text())
         last = results_file.parent / "checkpoints" / "last.pth"
-        if "train_seconds" not in r or not last.is_file():
+        steps = r.get("steps_this_process", 0)  # a resumed run's seconds cover only what it trained itself
+        if not steps or not r.get("train_seconds") or not last.is_file():
             continue
         c = load_checkpoint(last)["config"]
-        if r["train_steps"] > best.get(r["model"], (0, {}))[0]:
-            best[r["model"]] = (r["train_steps"], {"N": r["N"], "M": r["M"], "patch": c["data"]["patch_size"],
-                                                   "batch": c["data"]["batch_size"],
-                                                   "rate": r["train_steps"] * c["data"]["batch_size"] / r["train_seconds"],
+        if steps > best.get(r["model"], (0, {}))[0]:
+            best[r["model"]] = (steps, {"N": r["N"], "M": r["M"], "patch": c["data"]["patch_size"],
+                                        "batch": c["data"]["batch_size"],
+                                        "rate": steps * c["data"]["batch_size"] / r["train_seconds"],
                                                    "run": str(results_file.parent)})
     lines = []
     for model, (_, e) in best.items():

@@ -25,6 +25,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         return {k: v for k, v in done.items() if k != "per_image"} | {"skipped_as_done": True}
     start = time.monotonic()
     trainer = build_trainer(config, run_dir)
+    first_step = trainer.state.step  # > 0 when resumed: train_seconds covers only the steps from here
     card = _card(config, trainer, run_dir) if trainer.ddp.is_main else {}
     tracker = Tracker(config, run_dir, trainer.state.wandb_run_id, enabled=trainer.ddp.is_main,
                       extra_config={"repro": card})
@@ -35,7 +36,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         summary: dict[str, Any] = {
             "train_steps": result.steps, "train_epochs": result.epochs, "best_val_loss": result.best_loss,
             "skipped_files": len(result.skipped_files), "stopped_by": result.stopped_by,
-            "train_seconds": round(time.monotonic() - start, 1),
+            "train_seconds": round(time.monotonic() - start, 1), "steps_this_process": result.steps - first_step,
         }
         if result.skipped_files:
             summary["skipped_file_names"] = result.skipped_files

@@ -43,3 +43,19 @@ def test_record_writes_the_table_and_the_dry_run_prints_hours(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "total steps" in out.stdout and "3000" in out.stdout
     assert ("estimated total:" in out.stdout) or ("no measured throughput for" in out.stdout)
+
+
+def test_record_runs_uses_the_steps_a_run_trained_itself(tmp_path):
+    from codec.job import train_and_evaluate
+    from tests.conftest import tiny_overrides
+
+    run = tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067"
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=factorized", "lmbda=0.0067")), run)
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps_this_process"] == results["train_steps"] == 2
+    lines = cost.record_runs(tmp_path / "sweep", tmp_path / "throughput.json")
+    assert len(lines) == 1 and lines[0].startswith("factorized:")
+    # evaluated again after a resume at the last step: nothing trained, nothing filed
+    results["steps_this_process"] = 0
+    (run / "results.json").write_text(json.dumps(results))
+    assert cost.record_runs(tmp_path / "sweep", tmp_path / "other.json") == []
