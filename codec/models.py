@@ -26,6 +26,8 @@ from codec.errors import ConfigError, LicSweepError
 
 # Entropy-coder tables: their sizes change with update(), so they do not identify an architecture.
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+# Buffers a model rebuilds itself: the coder tables (update()) and the masked convolutions' masks.
+DERIVED_BUFFERS = (*CODER_TABLES, ".mask")
 
 
 def parameter_shapes(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

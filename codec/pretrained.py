@@ -17,6 +17,7 @@ import torch
 
 from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
 from codec.errors import LicSweepError
+from codec.models import DERIVED_BUFFERS
 
 REPO = Path(__file__).resolve().parent.parent
 PRETRAINED = REPO / "pretrained"
@@ -36,8 +37,9 @@ def _git_commit() -> str:
 
 def base_checkpoint(source: Path, command: str) -> dict:
     """The shipped form of a run's last.pth: floating weights in float16 (half the size; a fine-tune
-    casts them back to float32), the entropy coder's integer tables as they are, the run's config and
-    results, and the provenance (source file and hash, commit, command, date)."""
+    casts them back to float32), without the buffers a model rebuilds itself (entropy-coder tables,
+    context masks), with the run's config and results and the provenance (source file and hash,
+    commit, command, date)."""
     ckpt = load_checkpoint(source)
     if "model_meta" not in ckpt:
         raise LicSweepError(f"{source} is not a checkpoint written by run.py (no model_meta)")
@@ -46,12 +48,13 @@ def base_checkpoint(source: Path, command: str) -> dict:
     overrides_file = source.parent.parent / ".hydra" / "overrides.yaml"  # how Hydra ran the job
     trained_with = ("python run.py " + " ".join(line[2:].strip() for line in overrides_file.read_text().splitlines()
                                                 if line.startswith("- "))) if overrides_file.is_file() else None
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    # Weights in float16; the buffers a model rebuilds (coder tables, context masks) left out.
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+             if not k.endswith(DERIVED_BUFFERS)}
     return {"state_dict": state, "model_meta": ckpt["model_meta"], "lmbda": ckpt["lmbda"], "config": ckpt["config"],
             "step": ckpt.get("step"),
             "provenance": {"source": str(source.resolve().relative_to(REPO) if source.resolve().is_relative_to(REPO)
                                           else source), "source_sha256": _sha256(source), "trained_with": trained_with,
-                           "trained_at_commit": (results.get("git_commit") or ckpt["config"].get("git_commit")),
                            "git_commit": _git_commit(),
                            "command": command, "exported": datetime.date.today().isoformat(),
                            "dtype": "float16", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",

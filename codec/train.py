@@ -29,7 +29,7 @@ from codec.data import CropDataset, epoch_order, loader_workers, split_files
 from codec.precision import autocast_transforms, grad_scaler
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
-from codec.models import build_model, parameter_shapes
+from codec.models import DERIVED_BUFFERS, build_model, parameter_shapes
 from codec.schema import RunConfig, SchedulerName, as_dict
 from codec.tracking import Tracker, without_secrets
 
@@ -226,7 +226,10 @@ class Trainer:
                 "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
                 "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
         ckpt = load_checkpoint(path, map_location=self.device)
-        theirs, ours = parameter_shapes(ckpt["state_dict"]), parameter_shapes(self.model.state_dict())
+        own = self.model.state_dict()
+        # Buffers the model rebuilds (coder tables, masks) may be left out of a file (pretrained/ does)
+        weights = {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS)}, **ckpt["state_dict"]}
+        theirs, ours = parameter_shapes(weights), parameter_shapes(own)
         wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]
         wrong += [f"{k} not in this model" for k in theirs if k not in ours]
         if wrong:
@@ -234,7 +237,7 @@ class Trainer:
             raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
                                 f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
                                 "same model and channels")
-        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.load_state_dict(weights)
         if self.ddp.is_main:
             print(f"initialised the weights from {path} ({ckpt.get('model_meta', {}).get('name', '?')}, "
                   f"lambda {ckpt.get('lmbda', '?')}); optimizers and schedule start fresh")
