@@ -9,7 +9,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.models import DERIVED_BUFFERS
+from codec.provenance import git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 PRETRAINED = REPO / "pretrained"
@@ -25,14 +25,6 @@ PRETRAINED = REPO / "pretrained"
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def base_checkpoint(source: Path, command: str) -> dict:
@@ -55,7 +47,7 @@ def base_checkpoint(source: Path, command: str) -> dict:
             "step": ckpt.get("step"),
             "provenance": {"source": str(source.resolve().relative_to(REPO) if source.resolve().is_relative_to(REPO)
                                           else source), "source_sha256": _sha256(source), "trained_with": trained_with,
-                           "git_commit": _git_commit(),
+                           "git_commit": git_commit() or "unknown",
                            "command": command, "exported": datetime.date.today().isoformat(),
                            "dtype": "float16", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
                                                                                   "num_images") if k in results}}}

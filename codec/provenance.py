@@ -29,6 +29,11 @@ def _git(*args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def git_commit() -> str | None:
+    """HEAD of the repository this code runs from (None outside a git checkout)."""
+    return (_git("rev-parse", "HEAD") or "").strip() or None
+
+
 def files_manifest(files: Iterable[Path], root: str | Path | None = None) -> dict[str, Any]:
     """sha256 over 'relative name<TAB>size' lines, sorted; with the count and total size."""
     rows, total = [], 0
@@ -51,7 +56,7 @@ def packages() -> list[str]:
 def reproducibility_card(run_dir: Path, train_files: Iterable[Path] = (), train_root: str | Path | None = None,
                          test_files: Iterable[Path] = (), test_root: str | Path | None = None,
                          device: torch.device | None = None) -> dict[str, Any]:
-    commit = (_git("rev-parse", "HEAD") or "").strip() or None
+    commit = git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
     dirty = bool(status.strip()) if status is not None else None
     card: dict[str, Any] = {
