@@ -16,7 +16,7 @@ import torch
 
 from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
 from codec.errors import LicSweepError
-from codec.models import DERIVED_BUFFERS
+from codec.models import DERIVED_BUFFERS, build_model
 from codec.provenance import git_commit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +28,8 @@ def _sha256(path: Path) -> str:
 
 
 def base_checkpoint(source: Path, command: str) -> dict:
-    """The shipped form of a run's last.pth: floating weights in float16 (half the size; a fine-tune
-    casts them back to float32), without the buffers a model rebuilds itself (entropy-coder tables,
+    """The shipped form of a run's last.pth: floating parameters in float16 (half the size; a fine-tune
+    casts them back to float32), buffers in float32, without the buffers a model rebuilds itself (entropy-coder tables,
     context masks), with the run's config and results and the provenance (source file and hash,
     commit, command, date)."""
     ckpt = load_checkpoint(source)
@@ -40,8 +40,12 @@ def base_checkpoint(source: Path, command: str) -> dict:
     overrides_file = source.parent.parent / ".hydra" / "overrides.yaml"  # how Hydra ran the job
     trained_with = ("python run.py " + " ".join(line[2:].strip() for line in overrides_file.read_text().splitlines()
                                                 if line.startswith("- "))) if overrides_file.is_file() else None
-    # Weights in float16; the buffers a model rebuilds (coder tables, context masks) left out.
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+    # Parameters in float16; buffers as they are: they hold constants that float16 cannot represent
+    # (the likelihood lower bound 1e-9 and the GDN pedestal 1.5e-11 become 0, and a fine-tune's loss
+    # turns inf). The buffers a model rebuilds (coder tables, context masks) are left out.
+    meta = ckpt["model_meta"]
+    parameters = {name for name, _ in build_model(meta["name"], meta["N"], meta["M"]).named_parameters()}
+    state = {k: v.half() if k in parameters and v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
              if not k.endswith(DERIVED_BUFFERS)}
     return {"state_dict": state, "model_meta": ckpt["model_meta"], "lmbda": ckpt["lmbda"], "config": ckpt["config"],
             "step": ckpt.get("step"),
@@ -49,7 +53,7 @@ def base_checkpoint(source: Path, command: str) -> dict:
                                           else source), "source_sha256": _sha256(source), "trained_with": trained_with,
                            "git_commit": git_commit() or "unknown",
                            "command": command, "exported": datetime.date.today().isoformat(),
-                           "dtype": "float16", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
+                           "dtype": "parameters float16, buffers float32", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
                                                                                   "num_images") if k in results}}}
 
 

@@ -237,6 +237,13 @@ class Trainer:
             raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
                                 f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
                                 "same model and channels")
+        parameters = {name for name, _ in self.model.named_parameters()}
+        narrowed = [k for k, v in weights.items() if k not in parameters and v.is_floating_point()
+                    and torch.finfo(v.dtype).bits < torch.finfo(own[k].dtype).bits]
+        if narrowed:  # e.g. a likelihood bound of 1e-9 stored in float16 is 0: the loss would turn inf
+            raise LicSweepError(f"init_from={path}: buffer {narrowed[0]} is stored in {weights[narrowed[0]].dtype} "
+                                f"({len(narrowed)} such), which cannot hold this model's constants; export "
+                                "parameters only in lower precision (python -m codec.pretrained does)")
         self.model.load_state_dict(weights)
         if self.ddp.is_main:
             print(f"initialised the weights from {path} ({ckpt.get('model_meta', {}).get('name', '?')}, "

@@ -6,7 +6,7 @@ import torch
 
 from codec.checkpoint import load_checkpoint
 from codec.job import train_and_evaluate
-from codec.models import DERIVED_BUFFERS, REGISTRY
+from codec.models import DERIVED_BUFFERS, REGISTRY, channels_of
 from codec.pretrained import PRETRAINED, export
 from codec.train import build_trainer
 from tests.conftest import config_for, tiny_overrides
@@ -27,6 +27,7 @@ def test_export_takes_each_models_highest_from_scratch_lambda_with_provenance(tm
     assert [p.name for p in written] == ["factorized.pth", "hyperprior.pth"]
     base = load_checkpoint(tmp_path / "out" / "hyperprior.pth")
     source = load_checkpoint(anchor)
+    parameters = {n for n, _ in REGISTRY["hyperprior"].build(*channels_of(source["state_dict"])).named_parameters()}
     assert base["lmbda"] == 0.025 and base["provenance"]["source"] == str(anchor)
     assert base["provenance"]["command"] == "test" and len(base["provenance"]["git_commit"]) in (40, 7)
     assert base["provenance"]["kodak"]["bpp"] > 0 and base["config"]["model"]["name"] == "hyperprior"
@@ -34,8 +35,11 @@ def test_export_takes_each_models_highest_from_scratch_lambda_with_provenance(tm
         if key.endswith(DERIVED_BUFFERS):  # rebuilt by the model: not shipped
             assert key not in base["state_dict"], key
             continue
-        assert base["state_dict"][key].dtype == (torch.float16 if value.is_floating_point() else value.dtype)
+        # parameters in float16; buffers (likelihood bounds 1e-9, GDN pedestals 1.5e-11) exactly as trained
+        half = key in parameters and value.is_floating_point()
+        assert base["state_dict"][key].dtype == (torch.float16 if half else value.dtype), key
         assert torch.equal(base["state_dict"][key], value.to(base["state_dict"][key].dtype)), key
+    assert base["state_dict"]["latent_codec.hyper.entropy_bottleneck.likelihood_lower_bound.bound"].item() > 0
     assert "| hyperprior | 0.025 |" in (tmp_path / "out" / "MANIFEST.md").read_text()
     # and a run fine-tunes from it
     config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.0018",
@@ -68,3 +72,21 @@ def test_a_missing_base_checkpoint_says_how_to_make_it(tmp_path):
     missing = tmp_path / "pretrained" / "hyperprior.pth"
     with pytest.raises(LicSweepError, match=r"does not exist; the base checkpoints of pretrained/ are made by `make mini`"):
         build_trainer(config_for(tiny_overrides(tmp_path, "model=hyperprior", f"init_from={missing}")), tmp_path / "r")
+
+
+def test_a_base_checkpoint_whose_buffers_lost_precision_is_refused(tmp_path):
+    """The first shipped base checkpoints had every tensor in float16: the likelihood lower bound (1e-9)
+    became 0 and two of the quickstart's checkerboard fine-tunes ended with an inf loss. Such a file is
+    refused, naming the buffer, instead of training into inf."""
+    from codec.checkpoint import save_atomic
+    from codec.errors import LicSweepError
+
+    base = load_checkpoint(PRETRAINED / "hyperprior.pth")
+    bound = base["state_dict"]["latent_codec.hyper.entropy_bottleneck.likelihood_lower_bound.bound"]
+    assert bound.dtype == torch.float32 and abs(bound.item() - 1e-9) < 1e-15  # the shipped files keep it
+    base["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in base["state_dict"].items()}
+    save_atomic(base, tmp_path / "all_half.pth")
+    config = config_for(["experiment=quickstart", "model=hyperprior", "lmbda=0.0067", "logger.mode=disabled",
+                         f"init_from={tmp_path / 'all_half.pth'}"])
+    with pytest.raises(LicSweepError, match=r"buffer .*likelihood_lower_bound.bound|buffer .* is stored in torch.float16"):
+        build_trainer(config, tmp_path / "run")
