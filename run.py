@@ -31,10 +31,13 @@ def main(cfg: DictConfig) -> dict:
 def run(config: RunConfig, run_dir: Path) -> dict:
     if config.task == Task.classical:
         from codec.classical import evaluate_classical_anchors
+        from codec.datasets import set_folder, set_name
 
-        e = config.eval
-        points = evaluate_classical_anchors(e.classical_codecs, e.classical_qualities, e.root, run_dir / "classical",
-                                            e.max_images)
+        e, points = config.eval, []
+        for i, entry in enumerate(e.sets):  # the first set's points in classical/, the others' in classical/<set>/
+            out = run_dir / "classical" / ("" if i == 0 else set_name(entry))
+            points += evaluate_classical_anchors(e.classical_codecs, e.classical_qualities,
+                                                 set_folder(entry, e.sets_root), out, e.max_images)
         print(f"done: {len(points)} classical anchor points in {run_dir / 'classical'}")
         return {"classical": points}
     if config.task == Task.eval:

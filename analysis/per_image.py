@@ -14,14 +14,17 @@ import pandas as pd
 from analysis.tables import bd_metrics, model_order
 
 
-def per_image_points(root: str | Path) -> pd.DataFrame:
-    """One row per (model, lambda, image) from the results.json files under root (classical runs excluded)."""
+def per_image_points(root: str | Path, dataset: str | None = None) -> pd.DataFrame:
+    """One row per (model, lambda, image) from the results.json files under root (classical runs excluded),
+    on one test set (default: each run's headline set)."""
+    from codec.evaluate import results_for_set
+
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         if "classical" in path.parts:
             continue
-        r = json.loads(path.read_text())
-        for img in r.get("per_image", []):
+        r = results_for_set(json.loads(path.read_text()), dataset)
+        for img in (r or {}).get("per_image", []):
             rows.append({"model": r["model"], "lmbda": r.get("lmbda"), "image": img["image"], "bpp": img["bpp"],
                          "psnr": img["psnr"]})
     return pd.DataFrame(rows, columns=["model", "lmbda", "image", "bpp", "psnr"])

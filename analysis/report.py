@@ -8,17 +8,18 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.anchors import load_anchors
+from analysis.anchors import anchors_for_set
 from analysis.plots import rd_plot, training_curves
 from analysis.sources import history, load_runs
 from analysis.per_image import per_image_bd_table, per_image_points
 from analysis.tables import bd_table, complexity_for_runs, curve_checks, part3_table, write_table
 
 
-def classical_curves(root: Path) -> dict[str, pd.DataFrame]:
-    """JPEG/WebP results written by `run.py task=classical` under root, as curves."""
+def classical_curves(root: Path, subfolder: str = "") -> dict[str, pd.DataFrame]:
+    """JPEG/WebP results written by `run.py task=classical` under root, as curves: those of the first of
+    eval.sets in classical/, another set's in classical/<set>/ (subfolder)."""
     points: dict[str, list] = {}
-    for path in sorted(Path(root).rglob("classical/*/results.json")):
+    for path in sorted(Path(root).rglob(f"classical/{subfolder + '/' if subfolder else ''}*/results.json")):
         r = json.loads(path.read_text())
         points.setdefault(r["model"].upper(), []).append({"bpp": r["bpp"], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"]})
     return {f"{codec} (same images)": pd.DataFrame(p).sort_values("bpp") for codec, p in points.items()}
@@ -26,21 +27,27 @@ def classical_curves(root: Path) -> dict[str, pd.DataFrame]:
 
 def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str = "offline",
                  reference: str = "factorized", with_anchors: bool = True, complexity: bool = True,
-                 log_to_wandb: bool = False, **online) -> dict[str, Any]:
+                 log_to_wandb: bool = False, dataset: str | None = None, **online) -> dict[str, Any]:
+    """The report of the runs' headline test set in out_dir, and of each other set they were evaluated on
+    (eval.sets) in out_dir/<set>/, each with the published curves of its own set."""
     out_dir = Path(out_dir)
-    runs = load_runs(source, runs_root, **online)
+    runs = load_runs(source, runs_root, dataset, **online)
     frame = runs.frame
     for line in runs.left_out:
         print(f"left out: {line}")
-    classical = classical_curves(Path(runs_root)) if runs_root else {}
-    anchors = load_anchors() if with_anchors else {}
+    set_label = runs.headline or "kodak"
+    first_set = runs.sets[0] if runs.sets else set_label
+    print(f"\n== test set {set_label} ==")
+    classical = classical_curves(Path(runs_root), "" if set_label == first_set else set_label) if runs_root else {}
+    anchors = anchors_for_set(set_label) if with_anchors else {}
 
     written: dict[str, Any] = {"runs": len(frame), "left_out": runs.left_out}
-    written["rd_plot"] = rd_plot(frame, out_dir, "rd_psnr", references=classical)
-    written["ms_ssim_plot"] = rd_plot(frame, out_dir, "rd_ms_ssim", metric="ms_ssim", references=classical)
+    written["rd_plot"] = rd_plot(frame, out_dir, "rd_psnr", references=classical, title=f"Rate-distortion, {set_label}")
+    written["ms_ssim_plot"] = rd_plot(frame, out_dir, "rd_ms_ssim", metric="ms_ssim", references=classical,
+                                     title=f"MS-SSIM, {set_label}")
     if anchors:
         written["rd_plot_anchors"] = rd_plot(frame, out_dir, "rd_psnr_with_anchors", references={**classical, **anchors},
-                                             title="Rate-distortion, Kodak, with published anchors")
+                                             title=f"Rate-distortion, {set_label}, with published anchors")
     if runs_root and source == "offline":
         written["training_curves"] = training_curves(history(runs_root), out_dir)
 
@@ -60,7 +67,7 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
     if "BPG 4:4:4" in anchors:
         write_table(bd_table(frame, "BPG 4:4:4", anchors), out_dir, "bd_rate_vs_bpg", floatfmt=".2f")
     if runs_root and source != "online":
-        points = per_image_points(runs_root)
+        points = per_image_points(runs_root, dataset)
         if not points.empty and bd_ref in set(points["model"]) and points["model"].nunique() > 1:
             written["per_image_bd_table"] = write_table(per_image_bd_table(points, bd_ref), out_dir,
                                                         "bd_rate_per_image", floatfmt=".2f")["md"]
@@ -72,7 +79,7 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
 
     print(part3.to_markdown(index=False, floatfmt=".4f"))
     if vtm is not None:
-        print("\nBD-rate against VTM (Kodak, CompressAI's published VTM curve):")
+        print(f"\nBD-rate against VTM ({set_label}, CompressAI's published VTM curve):")
         print(vtm.to_markdown(index=False, floatfmt=".2f"))
     print()
     print(bd.to_markdown(index=False, floatfmt=".2f"))
@@ -80,6 +87,12 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
     print(checks.to_markdown(index=False, floatfmt=".2f"))
     if log_to_wandb:
         _log_report(written, part3, bd, online.get("project", "lic-sweep"))
+    written["set"] = set_label
+    if dataset is None:  # the other sets, each in its own folder
+        for other in runs.sets[1:]:
+            written.setdefault("sets", {})[other] = build_report(
+                runs_root, out_dir / other, source, reference, with_anchors, complexity=False, dataset=other,
+                **online)
     return written
 
 

@@ -22,27 +22,45 @@ class Runs:
     frame: pd.DataFrame
     left_out: list[str] = field(default_factory=list)  # "name: why"
     looked_in: str = ""
+    sets: list[str] = field(default_factory=list)  # the test sets the runs were evaluated on, headline first
+    headline: str | None = None  # the set the frame holds
+
+
+def _summary_for_set(values: dict, name: str | None) -> dict | None:
+    """A W&B summary's fields for one test set: the headline's as they are, another's from its
+    "<set>/<field>" keys (codec.evaluate.evaluate_run writes both); None if the run lacks that set."""
+    if name is None or values.get("set") == name:
+        return values
+    if name not in (values.get("eval_sets") or []):
+        return None
+    prefix = f"{name}/"
+    return {**values, **{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}, "set": name}
+
+
+def _sets_of(values: dict) -> list[str]:
+    return list(values.get("eval_sets") or ([values["set"]] if values.get("set") else []))
 
 
 def _row(values: dict, **extra) -> dict:
     return {c: values.get(c) for c in COLUMNS} | extra
 
 
-def _finish(rows: list[dict], left_out: list[str], where: str) -> Runs:
+def _finish(rows: list[dict], left_out: list[str], where: str, sets: list[str] = (), headline=None) -> Runs:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise LicSweepError(f"no finished runs found in {where}" + (f" ({len(left_out)} left out: "
                             + "; ".join(left_out[:5]) + ")" if left_out else ""))
     frame = frame.sort_values(["model", "lmbda"]).reset_index(drop=True)
-    return Runs(frame, left_out, where)
+    return Runs(frame, left_out, where, list(dict.fromkeys(sets)), headline)
 
 
 def _missing(values: dict) -> list[str]:
     return [k for k in REQUIRED if values.get(k) is None]
 
 
-def from_offline_wandb(root: str | Path) -> Runs:
-    """Every offline W&B run under `root`; the latest file per run id wins (a resumed run)."""
+def from_offline_wandb(root: str | Path, dataset: str | None = None) -> Runs:
+    """Every offline W&B run under `root`; the latest file per run id wins (a resumed run). `dataset`:
+    the fields of that test set (default: each run's headline set)."""
     files = find_runs(root)
     if not files:
         raise LicSweepError(f"no offline W&B runs (wandb/offline-run-*/run-*.wandb) under {root}")
@@ -51,14 +69,19 @@ def from_offline_wandb(root: str | Path) -> Runs:
         run = read_run(path)
         if run.run_id not in latest or path.parent.name > latest[run.run_id].path.parent.name:
             latest[run.run_id] = run
-    rows, left_out = [], []
+    rows, left_out, sets = [], [], []
     for run in latest.values():
         if run.config.get("task") not in (None, "train"):
             continue
         values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state,
                   "git_commit": (run.config.get("repro") or {}).get("git_commit")}
-        _sort_run(values, f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline", rows, left_out)
-    return _finish(rows, left_out, str(root))
+        sets += _sets_of(values)
+        chosen = _summary_for_set(values, dataset)
+        if chosen is None:
+            left_out.append(f"{run.name or run.run_id}: not evaluated on {dataset} ({run.path})")
+            continue
+        _sort_run(chosen, f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline", rows, left_out)
+    return _finish(rows, left_out, str(root), sets, dataset or (sets[0] if sets else None))
 
 
 def _sort_run(values: dict, name: str, where: str, source: str, rows: list, left_out: list) -> None:
@@ -71,27 +94,35 @@ def _sort_run(values: dict, name: str, where: str, source: str, rows: list, left
         rows.append(_row(values, source=source))
 
 
-def from_results(root: str | Path) -> Runs:
-    """Every results.json under `root` (run directories), classical anchors excluded."""
+def from_results(root: str | Path, dataset: str | None = None) -> Runs:
+    """Every results.json under `root` (run directories), classical anchors excluded; `dataset` as in
+    from_offline_wandb."""
+    from codec.evaluate import results_for_set
+
     files = sorted(p for p in Path(root).rglob("results.json") if "classical" not in p.parts)
     if not files:
         raise LicSweepError(f"no results.json under {root}")
-    rows, left_out = [], []
+    rows, left_out, sets = [], [], []
     for path in files:
         try:
             values = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             left_out.append(f"{path}: unreadable ({exc})")
             continue
+        sets += list(values.get("sets") or ([values["set"]] if values.get("set") else []))
+        values = results_for_set(values, dataset)
+        if values is None:
+            left_out.append(f"{path}: not evaluated on {dataset}")
+            continue
         if _missing(values):
             left_out.append(f"{path}: lacks {', '.join(_missing(values))}")
             continue
         rows.append(_row(values | {"state": "finished", "run_id": values.get("wandb_run_id")}, source="results.json"))
-    return _finish(rows, left_out, str(root))
+    return _finish(rows, left_out, str(root), sets, dataset or (sets[0] if sets else None))
 
 
 def from_wandb_api(project: str, entity: str | None = None, group: str | None = None,
-                   tags: list[str] | None = None) -> Runs:
+                   tags: list[str] | None = None, dataset: str | None = None) -> Runs:
     """Runs of a W&B project online (needs `wandb login`), filtered by group and tags."""
     import wandb
 
@@ -105,20 +136,26 @@ def from_wandb_api(project: str, entity: str | None = None, group: str | None = 
         api_runs = wandb.Api().runs(path, filters=filters)
     except Exception as exc:
         raise LicSweepError(f"cannot read W&B project {path}: {exc}") from None
-    rows, left_out = [], []
+    rows, left_out, sets = [], [], []
     for run in api_runs:
         values = {**dict(run.config), **dict(run.summary), "run_id": run.id, "group": run.group, "state": run.state}
-        _sort_run(values, run.name, "", "wandb-api", rows, left_out)
-    return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})")
+        sets += _sets_of(values)
+        chosen = _summary_for_set(values, dataset)
+        if chosen is None:
+            left_out.append(f"{run.name}: not evaluated on {dataset}")
+            continue
+        _sort_run(chosen, run.name, "", "wandb-api", rows, left_out)
+    return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})", sets,
+                   dataset or (sets[0] if sets else None))
 
 
-def load_runs(source: str, root: str | Path | None = None, **online) -> Runs:
+def load_runs(source: str, root: str | Path | None = None, dataset: str | None = None, **online) -> Runs:
     if source == "offline":
-        return from_offline_wandb(root)
+        return from_offline_wandb(root, dataset)
     if source == "results":
-        return from_results(root)
+        return from_results(root, dataset)
     if source == "online":
-        return from_wandb_api(**online)
+        return from_wandb_api(**online, dataset=dataset)
     raise LicSweepError(f"source={source!r} is not valid; choose offline, online or results")
 
 

@@ -52,7 +52,7 @@ def list_eval_images(folder: str | Path, max_images: int | None = None) -> tuple
     """(image files to evaluate, names of other files skipped). Errors name the folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise LicSweepError(f"eval.root: {folder} is not a directory")
+        raise LicSweepError(f"eval.sets: {folder} is not a directory")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images, skipped = [], []
     for p in files:
@@ -60,7 +60,7 @@ def list_eval_images(folder: str | Path, max_images: int | None = None) -> tuple
     skipped_names = [str(p.relative_to(folder)) for p in skipped
                      if p.suffix.lower() not in {".txt", ".md", ".json", ".csv"} and p.name != "SHA256SUMS"]
     if not images:
-        raise LicSweepError(f"eval.root: {folder} holds no PNG or JPEG images")
+        raise LicSweepError(f"eval.sets: {folder} holds no PNG or JPEG images")
     return images[:max_images] if max_images else images, skipped_names
 
 
@@ -162,7 +162,7 @@ def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams
             rec = (x_hat[0].cpu().permute(1, 2, 0).numpy() * 255).clip(0, 255).round().astype(np.uint8)
             Image.fromarray(rec).save(out_dir / "reconstructions" / f"{path.stem}.png")
     if not results:
-        raise LicSweepError(f"eval.root: none of the images in {folder} could be read")
+        raise LicSweepError(f"eval.sets: none of the images in {folder} could be read")
     return results, skipped
 
 
@@ -174,40 +174,74 @@ def summarize(per_image: list[ImageResult]) -> dict[str, float]:
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    """per_image.csv, then results.json (which marks the run done), each written atomically."""
-    per_image = results["per_image"]
+    """per_image.csv (one row per set and image), then results.json (which marks the run done), each
+    written atomically."""
+    blocks = results.get("sets") or {results.get("set", ""): results}
+    rows = [{"set": name, **row} for name, block in blocks.items() for row in block["per_image"]]
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(per_image[0]))
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(per_image)
+    writer.writerows(rows)
     write_text_atomic(table.getvalue(), out_dir / "per_image.csv")
     write_json_atomic(results, out_dir / "results.json")
 
 
+def set_block(dataset, per_image: list[ImageResult], skipped: list[str]) -> dict[str, Any]:
+    """One test set's results: the folder, the means over its images, what was skipped, each image."""
+    return {"dataset": str(dataset), **summarize(per_image), "skipped": skipped,
+            "per_image": [asdict(r) for r in per_image]}
+
+
 def results_record(model: str, dataset, per_image: list[ImageResult], skipped: list[str], coding_device,
                    **identity) -> dict[str, Any]:
-    """The results.json shape, for learned models and classical codecs alike."""
-    return {"model": model, **identity, "dataset": str(dataset), **summarize(per_image),
-            "coding_device": str(coding_device), "skipped": skipped, "per_image": [asdict(r) for r in per_image]}
+    """The results.json shape of one evaluation on one folder (classical codecs)."""
+    return {"model": model, **identity, **set_block(dataset, per_image, skipped), "coding_device": str(coding_device)}
+
+
+def results_for_set(results: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
+    """A results.json's fields for one test set (None: its headline, the first of eval.sets): the run's
+    identity with that set's block; None when the run was not evaluated on it. Files written before
+    eval.sets (no "sets") hold one set, named by their folder."""
+    if name is None or name == results.get("set"):
+        return results
+    if "sets" not in results:
+        return results if name == Path(str(results.get("dataset", ""))).name else None
+    if name not in results["sets"]:
+        return None
+    return {**{k: v for k, v in results.items() if k != "sets"}, "set": name, **results["sets"][name]}
 
 
 def evaluate_run(config: RunConfig, model, run_dir: Path, tracker, **identity) -> dict[str, Any]:
-    """Evaluate `model` on config.eval's images, write results.json and per_image.csv, log them to W&B;
-    returns the summary. The one evaluation path, after training and for `task=eval`: the transforms run
-    where the model is, the entropy coder on the CPU unless eval.entropy_coder_device=same. `identity`
-    (lmbda, N, M, run and sweep names, ...) goes into results.json beside the evaluation's fields."""
+    """Evaluate `model` on each of config.eval.sets, write results.json and per_image.csv, log them to
+    W&B; returns the summary: the first set's fields, "<set>/<field>" for every set, and the sets' names (eval_sets). The one
+    evaluation path, after training and for `task=eval`: the transforms run where the model is, the
+    entropy coder on the CPU unless eval.entropy_coder_device=same. `identity` (lmbda, N, M, run and
+    sweep names, ...) goes into results.json beside the evaluation's fields."""
+    from codec.datasets import set_folder, set_name
+
     e = config.eval
     device = torch.device("cpu") if e.entropy_coder_device == CoderDevice.cpu else next(model.parameters()).device
-    per_image, skipped = evaluate_model(model, e.root, device, e.max_images, run_dir, e.save_bitstreams,
-                                        e.save_reconstructions)
-    results = results_record(entry_of(model).name, e.root, per_image, skipped, device, **identity,
-                             wandb_run_id=tracker.run_id)
+    blocks: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(e.sets):
+        name, folder = set_name(entry), set_folder(entry, e.sets_root)
+        out = run_dir if i == 0 else run_dir / "sets" / name  # bitstreams and reconstructions, per set
+        per_image, skipped = evaluate_model(model, folder, device, e.max_images, out, e.save_bitstreams,
+                                            e.save_reconstructions)
+        blocks[name] = set_block(folder, per_image, skipped)
+        tracker.table(f"eval/{name}/per_image", blocks[name]["per_image"])
+        b = blocks[name]
+        print(f"evaluated {b['num_images']} images of {name} on {device}: bpp {b['bpp']:.4f} "
+              f"psnr {b['psnr']:.2f} dB ms-ssim {b['ms_ssim']:.4f} "
+              f"enc {b['enc_time']:.3f}s dec {b['dec_time']:.3f}s per image")
+    headline = set_name(e.sets[0])
+    # The top level repeats the first set's block, so that a reader of one set need not know about sets.
+    results = {"model": entry_of(model).name, **identity, "set": headline, **blocks[headline],
+               "coding_device": str(device), "wandb_run_id": tracker.run_id, "sets": blocks}
     write_results(results, run_dir)
-    tracker.table("eval/per_image", results["per_image"])
-    print(f"evaluated {results['num_images']} images on {device}: bpp {results['bpp']:.4f} "
-          f"psnr {results['psnr']:.2f} dB ms-ssim {results['ms_ssim']:.4f} "
-          f"enc {results['enc_time']:.3f}s dec {results['dec_time']:.3f}s per image")
-    return {k: v for k, v in results.items() if k != "per_image"}
+    summary = {k: v for k, v in results.items() if k not in ("per_image", "sets")} | {"eval_sets": list(blocks)}
+    for name, block in blocks.items():
+        summary |= {f"{name}/{k}": block[k] for k in (*RESULT_FIELDS, "num_images")}
+    return summary
 
 
 def load_model(path: str | Path):

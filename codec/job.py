@@ -22,7 +22,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     done = finished_results(run_dir, fingerprint)
     if done is not None:
         print(f"{config.run_name}: already finished in {run_dir}, skipped")
-        return {k: v for k, v in done.items() if k != "per_image"} | {"skipped_as_done": True}
+        return {k: v for k, v in done.items() if k not in ("per_image", "sets")} | {"skipped_as_done": True}
     start = time.monotonic()
     trainer = build_trainer(config, run_dir)
     first_step = trainer.state.step  # > 0 when resumed: train_seconds covers only the steps from here
@@ -58,9 +58,13 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
 
 def _card(config: RunConfig, trainer, run_dir: Path) -> dict[str, Any]:
     """The run's reproducibility card (codec/provenance.py): code, packages, device, data manifests."""
+    from codec.datasets import set_folder, set_name
     from codec.evaluate import list_eval_images
     from codec.provenance import reproducibility_card
 
-    test_files, _ = list_eval_images(config.eval.root, config.eval.max_images)
+    test_sets = {}
+    for entry in config.eval.sets:
+        folder = set_folder(entry, config.eval.sets_root)
+        test_sets[set_name(entry)] = (list_eval_images(folder, config.eval.max_images)[0], folder)
     train_files = [*trainer.train_set.files, *trainer.val_set.files]
-    return reproducibility_card(run_dir, train_files, config.data.root, test_files, config.eval.root, trainer.device)
+    return reproducibility_card(run_dir, train_files, config.data.root, test_sets, trainer.device)

@@ -54,7 +54,7 @@ def packages() -> list[str]:
 
 
 def reproducibility_card(run_dir: Path, train_files: Iterable[Path] = (), train_root: str | Path | None = None,
-                         test_files: Iterable[Path] = (), test_root: str | Path | None = None,
+                         test_sets: dict[str, tuple[Iterable[Path], str | Path]] | None = None,
                          device: torch.device | None = None) -> dict[str, Any]:
     commit = git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -65,7 +65,8 @@ def reproducibility_card(run_dir: Path, train_files: Iterable[Path] = (), train_
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": (torch.cuda.get_device_name(device) if device is not None and device.type == "cuda"
                    else platform.processor() or platform.machine()),
-        "train_data": files_manifest(train_files, train_root), "test_data": files_manifest(test_files, test_root),
+        "train_data": files_manifest(train_files, train_root), 
+        "test_data": {name: files_manifest(files, root) for name, (files, root) in (test_sets or {}).items()},
         "packages": packages(),
     }
     if dirty:

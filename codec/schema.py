@@ -148,8 +148,13 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    # Evaluation with real bitstreams on an image folder (default: the Kodak suite shipped here).
-    root: str = "${repo_root:}/data/kodak"
+    # Evaluation with real bitstreams on each test set: a manifest's name (data/manifests/; kodak is
+    # shipped, others come by `python -m codec.datasets fetch NAME`) or an image folder. The first is the
+    # run's headline (results.json's top level, W&B's bpp/psnr); each has its block (results.json "sets",
+    # W&B "<set>/bpp", the report's <set>/ folder).
+    sets: list[str] = field(default_factory=lambda: ["kodak"])
+    # Where fetched sets live (null: $LIC_SWEEP_DATASETS, else data/sets in the repository).
+    sets_root: Optional[str] = None
     entropy_coder_device: CoderDevice = CoderDevice.cpu
     max_images: Optional[int] = None
     save_bitstreams: bool = False
@@ -273,6 +278,15 @@ def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
             raise ConfigError(f"scheduler.milestones={list(s.milestones)!r} must be positive epoch numbers")
     elif not 0 < s.factor < 1:
         raise ConfigError(f"scheduler.factor={s.factor!r} must be between 0 and 1")
+    if not cfg.eval.sets:
+        raise ConfigError("eval.sets is empty; name at least one test set, e.g. eval.sets=[kodak]")
+    from codec.datasets import set_folder, set_name
+
+    names = [set_name(entry) for entry in cfg.eval.sets]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"eval.sets={list(cfg.eval.sets)!r} names a set twice ({names})")
+    for entry in cfg.eval.sets:  # before hours of training: each set is here (else how to fetch it)
+        set_folder(entry, cfg.eval.sets_root)
     for q in cfg.eval.classical_qualities:
         if not 1 <= q <= 100:
             raise ConfigError(f"eval.classical_qualities: {q!r} must be an integer from 1 to 100")

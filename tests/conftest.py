@@ -28,7 +28,7 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A few CPU steps of the quickstart with tiny channels and a small evaluation folder."""
     return ["experiment=quickstart_scratch", "model.N=8", "model.M=12", "trainer.max_steps=2",
             "trainer.steps_per_epoch=2", "trainer.epochs=1", "data.batch_size=4", "data.val_batch_size=4",
-            "logger.mode=offline", f"eval.root={small_eval_folder(tmp_path)}", "eval.max_images=null", *extra]
+            "logger.mode=offline", f"eval.sets=[{small_eval_folder(tmp_path)}]", "eval.max_images=null", *extra]
 
 
 def small_eval_folder(tmp_path: Path, count: int = 2) -> Path:

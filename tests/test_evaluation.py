@@ -55,7 +55,7 @@ def test_results_json_and_per_image_csv_from_a_checkpoint_on_the_command_line(tm
     ckpt = tmp_path / "compressai_state_dict.pth"
     torch.save(model.state_dict(), ckpt)  # a bare state_dict, as CompressAI's tools write
     out = subprocess.run([sys.executable, "run.py", "task=eval", f"checkpoint={ckpt}",
-                          f"eval.root={small_eval_folder(tmp_path)}", "eval.save_bitstreams=true",
+                          f"eval.sets=[{small_eval_folder(tmp_path)}]", "eval.save_bitstreams=true",
                           "eval.save_reconstructions=true", f"hydra.run.dir={tmp_path}/${{run_name}}"],
                          cwd=REPO, capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert out.returncode == 0, out.stderr[-2000:]
@@ -152,3 +152,41 @@ def test_our_checkpoints_load_in_compressai_eval_model(tmp_path):
         assert "rng" in torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
     net = load_checkpoint("bmshj2018-hyperprior", False, str(tmp_path / "run" / "checkpoints" / "best.pth"))
     assert torch.equal(net.g_a[0].weight, trainer.model.g_a[0].weight.contiguous())
+
+
+def test_two_test_sets_give_two_blocks_in_results_wandb_and_the_report(tmp_path):
+    """eval.sets with two sets: results.json keeps one block per set (the first also at the top level),
+    per_image.csv names the set of each row, W&B's summary has "<set>/bpp", and the report has one
+    folder per set; the analysis reads each set from results.json and from the offline W&B files."""
+    from analysis.report import build_report
+    from analysis.sources import from_offline_wandb, from_results
+    from codec.job import train_and_evaluate
+    from tests.conftest import config_for, tiny_overrides
+
+    second = tmp_path / "second_set"
+    second.mkdir()
+    for i, name in enumerate(("kodim05.png", "kodim21.png", "kodim11.png")):
+        Image.open(KODAK / name).crop((0, 0, 160 + 16 * i, 128)).save(second / f"s{i}.png")
+    first = small_eval_folder(tmp_path)
+    for model, lmbda in (("factorized", 0.0067), ("factorized", 0.025), ("hyperprior", 0.0067), ("hyperprior", 0.025)):
+        config = config_for(tiny_overrides(tmp_path, f"model={model}", f"lmbda={lmbda}",
+                                           f"eval.sets=[{first},{second}]"))
+        summary = train_and_evaluate(config, tmp_path / "sweep" / f"{model}_{lmbda}")
+    assert summary["eval_sets"] == ["eval_images", "second_set"] and summary["second_set/num_images"] == 3
+    results = json.loads((tmp_path / "sweep" / "hyperprior_0.025" / "results.json").read_text())
+    assert results["set"] == "eval_images" and list(results["sets"]) == ["eval_images", "second_set"]
+    assert results["num_images"] == 2 and results["sets"]["second_set"]["num_images"] == 3
+    assert results["bpp"] == results["sets"]["eval_images"]["bpp"] != results["sets"]["second_set"]["bpp"]
+    rows = (tmp_path / "sweep" / "hyperprior_0.025" / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("set,image,") and sum(r.startswith("second_set,") for r in rows) == 3
+    for frame in (from_results(tmp_path / "sweep", "second_set").frame,
+                  from_offline_wandb(tmp_path / "sweep", "second_set").frame):
+        row = frame[(frame["model"] == "hyperprior") & (frame["lmbda"] == 0.025)].iloc[0]
+        assert row["bpp"] == pytest.approx(results["sets"]["second_set"]["bpp"])
+        assert row["num_images"] == 3
+    written = build_report(tmp_path / "sweep", tmp_path / "report", complexity=False)
+    assert written["set"] == "eval_images" and list(written["sets"]) == ["second_set"]
+    assert (tmp_path / "report" / "results.md").is_file()
+    table = (tmp_path / "report" / "second_set" / "results.md").read_text()
+    assert f"{results['sets']['second_set']['bpp']:.4f}" in table
+    assert (tmp_path / "report" / "second_set" / "rd_psnr.png").is_file()

@@ -20,7 +20,7 @@ def test_a_run_directory_holds_its_card_and_wandb_and_the_analysis_have_the_comm
     assert card["git_commit"] == head and isinstance(card["git_dirty"], bool)
     assert card["torch"] == torch.__version__ and card["python"].count(".") == 2
     assert any(p.lower().startswith("torch==") for p in card["packages"])
-    assert card["test_data"]["files"] == 2 and card["train_data"]["files"] > 0
+    assert list(card["test_data"]) == ["eval_images"] and card["test_data"]["eval_images"]["files"] == 2 and card["train_data"]["files"] > 0
     results = json.loads((run_dir / "results.json").read_text())
     assert results["git_commit"] == head
     frame = from_offline_wandb(run_dir).frame
