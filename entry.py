@@ -104,6 +104,9 @@ def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_d
       another live job is refused without touching that job's files.
     """
     from codec import job_status
+    from codec.train import export_slurm_distributed
+
+    export_slurm_distributed()  # several Slurm tasks of one grid point: one DDP job, rank 0 keeps the status
 
     def failed(exc: BaseException, record: bool = True) -> dict:
         if record:

@@ -5,6 +5,8 @@ CompressAI's examples/train.py, same model, initial weights, batch, crop, optimi
     python benchmarks/training_throughput.py --ablation   # each of our speed-ups added in turn
     python benchmarks/training_throughput.py --set trainer.channels_last=false   # any override of ours
     python benchmarks/training_throughput.py --record    # file the rates for sweep.py --dry-run's estimates
+    python benchmarks/training_throughput.py --protocol  # the protocol's size: N=128 M=192, 256x256, no cache,
+                                                         # PNG and packed data, each lever in turn
 
 Ours is timed end to end: Trainer.fit for one epoch of `steps` steps, which includes opening the data, one
 validation batch and writing best.pth and last.pth at the end (the peer does none of that).
@@ -53,6 +55,19 @@ ABLATION = [
 ]
 
 
+def protocol_ablation(packed: Path) -> list[tuple[str, list[str]]]:
+    """At the protocol's size nothing is cached; each row adds one lever to the one above."""
+    plain = ["data.cache_images=false", "optimizer.fused=false", "trainer.channels_last=false"]
+    packed_data = ["data.format=packed", f"data.root={packed}"]
+    return [
+        ("plain (PNG decoded per access, per-tensor Adam, NCHW)", plain),
+        ("+ packed data", [*plain, *packed_data]),
+        ("+ fused Adam", [*packed_data, "data.cache_images=false", "optimizer.fused=true", "trainer.channels_last=false"]),
+        ("+ channels-last (our default, packed)", [*packed_data, "data.cache_images=false"]),
+        ("+ bf16 autocast", [*packed_data, "data.cache_images=false", "trainer.precision=bf16"]),
+    ]
+
+
 def time_ours(name: str, args, tmp: Path, extra: list[str] = ()) -> tuple[float, object]:
     from codec.train import CheckpointPolicy, build_trainer
 
@@ -93,10 +108,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ablation", action="store_true", help="also time ours with each speed-up added in turn")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for our runs (e.g. optimizer.fused=false)")
+    parser.add_argument("--protocol", action="store_true",
+                        help="the protocol's size (N=128 M=192, 256x256 crops, no image cache) with PNG and packed "
+                             "data and each lever in turn (implies --ablation's table)")
     parser.add_argument("--record", action="store_true",
                         help="file our default loop's images/s per model in benchmarks/throughput.json under this "
                              "device (sweep.py --dry-run estimates hours from it)")
     args = parser.parse_args()
+    if args.protocol:
+        args.N, args.M, args.patch = 128, 192, 256
+        args.set += ["data.cache_images=false"]
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,7 +131,14 @@ def main() -> None:
         print(header(f"N={args.N} M={args.M}, batch {args.batch} of {args.patch}x{args.patch} crops from "
                      f"{len(files)} PNG files (data/vimeo-sample), {args.steps} steps, "
                      f"{args.workers} loader workers, device {args.device}, our options: {' '.join(args.set)}"))
-        variants = ABLATION if args.ablation else [("ours (defaults)", [])]
+        if args.protocol:
+            from codec.prepare import prepare
+
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                prepare(REPO / "data" / "vimeo-sample", tmp / "packed", "vimeo", "sep_trainlist.txt")
+            variants = protocol_ablation(tmp / "packed")
+        else:
+            variants = ABLATION if args.ablation else [("ours (defaults)", [])]
         print("| model | CompressAI loop img/s | " + " | ".join(f"{v} img/s (ratio)" for v, _ in variants) + " |")
         print("|---|---|" + "---|" * len(variants))
         images = args.steps * args.batch
@@ -124,7 +152,7 @@ def main() -> None:
             if args.record:
                 from codec.cost import device_key, record
 
-                default = list(ours.values())[-1]  # the last variant is our default
+                default = next((t for label, t in ours.items() if "default" in label), list(ours.values())[-1])
                 record(device_key(args.device), name, args.N, args.M, args.patch, args.batch, images / min(default),
                        f"benchmarks/training_throughput.py, {time.strftime('%Y-%m-%d')}")
             print(f"| {name} | {images / min(peer):.1f} | " + " | ".join(cells) + " |", flush=True)

@@ -1,4 +1,5 @@
-"""Training and validation data: Vimeo-90k through its official list files, or any image folder.
+"""Training and validation data: Vimeo-90k through its official list files, any image folder, or a packed
+copy of either (codec.prepare: uint8 shards read through memory maps, no PNG decoding).
 
 Training samples are random crops, validation samples centre crops. The split is by sequence
 (Vimeo) or by file (folder), fixed by a hash of the name, so it never overlaps and never moves.
@@ -57,17 +58,27 @@ class Split:
     val: list[Path]
 
 
-def split_files(fmt: str, root: str | Path, val_fraction: float, list_file: str | None = None) -> Split:
+def source_groups(fmt: str, root: str | Path, list_file: str | None = None) -> dict[str, list]:
+    """The training data as named groups (a Vimeo sequence, or one image of a folder), the unit of the
+    train/validation split; for data.format=packed, the groups its source had (codec.prepare)."""
     root = Path(root)
     if not root.is_dir():
         raise LicSweepError(f"data.root: {root} is not a directory")
+    if fmt == "packed":
+        from codec.prepare import packed_groups
+
+        return packed_groups(root)
     if fmt == "vimeo":
-        groups = vimeo_frames(root, list_file or "sep_trainlist.txt")
-    else:
-        files = list_images(root)
-        if not files:
-            raise LicSweepError(f"data.root: {root} holds no PNG or JPEG images")
-        groups = {str(p.relative_to(root)): [p] for p in files}
+        return vimeo_frames(root, list_file or "sep_trainlist.txt")
+    files = list_images(root)
+    if not files:
+        raise LicSweepError(f"data.root: {root} holds no PNG or JPEG images")
+    return {str(p.relative_to(root)): [p] for p in files}
+
+
+def split_files(fmt: str, root: str | Path, val_fraction: float, list_file: str | None = None) -> Split:
+    root = Path(root)
+    groups = source_groups(fmt, root, list_file)
     val_names = [n for n in groups if _in_validation(n, val_fraction)]
     if not val_names:  # tiny sets: hold out at least one group
         val_names = [min(groups, key=lambda n: hashlib.sha1(n.encode()).digest())]
@@ -76,6 +87,11 @@ def split_files(fmt: str, root: str | Path, val_fraction: float, list_file: str 
     val = set(val_names)
     return Split(train=[f for n, fs in groups.items() if n not in val for f in fs],
                  val=[f for n in sorted(val) for f in groups[n]])
+
+
+def read_item(item) -> np.ndarray:
+    """An 8-bit RGB image (H, W, 3) from an image file, or from a packed store (codec.prepare.PackedImage)."""
+    return item.read() if hasattr(item, "read") else read_rgb(item)
 
 
 class CropDataset(Dataset):
@@ -96,9 +112,9 @@ class CropDataset(Dataset):
 
     def _read(self, i: int) -> np.ndarray:
         if self.cache is None:
-            return read_rgb(self.files[i])
+            return read_item(self.files[i])
         if i not in self.cache:
-            self.cache[i] = read_rgb(self.files[i])
+            self.cache[i] = read_item(self.files[i])
         return self.cache[i]
 
     def _crop(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -57,27 +57,30 @@ def base_checkpoint(source: Path, command: str) -> dict:
                                                                                   "num_images") if k in results}}}
 
 
-def anchors(sweep_dir: Path) -> dict[str, Path]:
-    """model name -> last.pth of its highest-lambda run in a sweep directory (the ladder's anchors)."""
+def anchors(sweep_dir: Path, lmbda: float | None = None) -> dict[str, Path]:
+    """model name -> last.pth of one finished run per model in a sweep directory: the run at `lmbda` (a
+    ladder's fine-tune or anchor), or else the highest-lambda run trained from scratch (the ladder's anchor)."""
     best: dict[str, tuple[float, Path]] = {}
     for path in sorted((sweep_dir / "runs").glob("*/checkpoints/last.pth")):
         if not (path.parent.parent / "results.json").is_file():
             continue  # unfinished
         ckpt = load_checkpoint(path)
-        name, lmbda = ckpt["model_meta"]["name"], float(ckpt["lmbda"])
-        if ckpt["config"].get("init_from") is None and lmbda > best.get(name, (-1.0, path))[0]:
-            best[name] = (lmbda, path)
+        name, own = ckpt["model_meta"]["name"], float(ckpt["lmbda"])
+        wanted = own == lmbda if lmbda is not None else ckpt["config"].get("init_from") is None
+        if wanted and own > best.get(name, (-1.0, path))[0]:
+            best[name] = (own, path)
     if not best:
-        raise LicSweepError(f"{sweep_dir}: no finished run trained from scratch under runs/*/ (run "
+        what = f"at lambda {lmbda}" if lmbda is not None else "trained from scratch"
+        raise LicSweepError(f"{sweep_dir}: no finished run {what} under runs/*/ (run "
                             "`python sweep.py --ladder experiment=mini` first)")
     return {name: path for name, (_, path) in best.items()}
 
 
-def export(sweep_dir: Path, out_dir: Path = PRETRAINED, command: str = "") -> list[Path]:
+def export(sweep_dir: Path, out_dir: Path = PRETRAINED, command: str = "", lmbda: float | None = None) -> list[Path]:
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["| model | lambda | steps | Kodak bpp | Kodak PSNR (dB) | size | sha256 |", "|---|---|---|---|---|---|---|"]
-    for name, source in sorted(anchors(sweep_dir).items()):
+    for name, source in sorted(anchors(sweep_dir, lmbda).items()):
         base = base_checkpoint(source, command)
         path = out_dir / f"{name}.pth"
         save_atomic(base, path)
@@ -95,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.pretrained", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a finished sweep, e.g. outputs/mini")
     parser.add_argument("--out", type=Path, default=PRETRAINED, help="where to write <model>.pth (default: pretrained/)")
+    parser.add_argument("--lmbda", type=float, default=None,
+                        help="each model's run at this lambda (default: its highest-lambda run from scratch)")
     args = parser.parse_args(argv)
     command = "python -m codec.pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
-    for path in export(args.sweep_dir, args.out, command):
+    for path in export(args.sweep_dir, args.out, command, args.lmbda):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -37,11 +37,14 @@ def git_commit() -> str | None:
 def files_manifest(files: Iterable[Path], root: str | Path | None = None) -> dict[str, Any]:
     """sha256 over 'relative name<TAB>size' lines, sorted; with the count and total size."""
     rows, total = [], 0
-    for path in files:
-        path = Path(path)
-        size = path.stat().st_size
+    for item in files:
+        if hasattr(item, "nbytes"):  # an image of a packed store (codec.prepare): its source name, its bytes
+            name, size = item.name, item.nbytes
+        else:
+            path = Path(item)
+            size = path.stat().st_size
+            name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
         total += size
-        name = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
         rows.append(f"{name}\t{size}")
     rows.sort()
     return {"files": len(rows), "bytes": total, "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()}

@@ -33,6 +33,7 @@ class Rate(StrEnum):
 class DataFormat(StrEnum):
     vimeo = "vimeo"
     folder = "folder"
+    packed = "packed"  # a copy made by `python -m codec.prepare` (uint8 shards, same split and crops)
 
 
 class SmallImages(StrEnum):

@@ -59,15 +59,36 @@ class Distributed:
         return self.rank == 0
 
 
+def export_slurm_distributed() -> bool:
+    """One grid point on several GPUs under Slurm: a job step with several tasks (submitit's launcher
+    with tasks_per_node > 1 or nodes > 1, or `srun -n N python run.py ...`) starts one process per task;
+    this exports torch.distributed's environment (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from
+    Slurm's, with submitit's helper, so that they form one process group. True when it did. torchrun's
+    own variables, or a single task, leave the environment as it is."""
+    if "WORLD_SIZE" in os.environ or "SLURM_PROCID" not in os.environ:
+        return False
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1"))) <= 1:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # each task keeps every GPU of its node visible and takes cuda:LOCAL_RANK (pick_device)
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
 def init_distributed(device_setting: str) -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on CUDA, gloo on CPU."""
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK, or Slurm's tasks do (export_slurm_distributed); NCCL on
+    CUDA, gloo on CPU."""
+    export_slurm_distributed()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device_setting != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    ddp = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    print(f"DDP: {ddp.world_size} processes ({dist.get_backend()}), rank {ddp.rank} of {ddp.world_size}", flush=True)
+    return ddp
 
 
 def pick_device(setting: str, ddp: Distributed) -> torch.device:

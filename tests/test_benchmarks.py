@@ -34,3 +34,12 @@ def test_peak_memory_prints_positive_figures():
     [row] = _run("peak_memory.py", "--models", "factorized")
     train, evaluation = (int(v) for v in row.strip(" |").split("|")[-2:])
     assert train > 0 and evaluation > 0
+
+
+@pytest.mark.slow
+def test_data_loading_prints_png_and_packed_rates():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_loading.py"), "--seconds", "0.5",
+                          "--patch", "128"], capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| PNG", "| packed"))]
+    assert len(rows) == 2 and all(float(r.split("|")[2]) > 0 and r.rstrip().endswith("MB |") for r in rows)
