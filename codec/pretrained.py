@@ -51,6 +51,8 @@ def base_checkpoint(source: Path, command: str) -> dict:
             "step": ckpt.get("step"),
             "provenance": {"source": str(source.resolve().relative_to(REPO) if source.resolve().is_relative_to(REPO)
                                           else source), "source_sha256": _sha256(source), "trained_with": trained_with,
+                           # the weights' own record (a fine-tune's start), beside the command its folder last ran
+                           "fine_tuned_from": ckpt["config"].get("init_from"),
                            "git_commit": git_commit() or "unknown",
                            "command": command, "exported": datetime.date.today().isoformat(),
                            "dtype": "parameters float16, buffers float32", "kodak": {k: results[k] for k in ("bpp", "psnr", "ms_ssim",
@@ -79,13 +81,15 @@ def anchors(sweep_dir: Path, lmbda: float | None = None) -> dict[str, Path]:
 def export(sweep_dir: Path, out_dir: Path = PRETRAINED, command: str = "", lmbda: float | None = None) -> list[Path]:
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["| model | lambda | steps | Kodak bpp | Kodak PSNR (dB) | size | sha256 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | lambda | steps | fine-tuned from | Kodak bpp | Kodak PSNR (dB) | size | sha256 |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, source in sorted(anchors(sweep_dir, lmbda).items()):
         base = base_checkpoint(source, command)
         path = out_dir / f"{name}.pth"
         save_atomic(base, path)
         kodak = base["provenance"]["kodak"]
-        lines.append(f"| {name} | {base['lmbda']} | {base['step']} | {kodak.get('bpp', float('nan')):.4f} | "
+        start = base["provenance"]["fine_tuned_from"] or "scratch"
+        lines.append(f"| {name} | {base['lmbda']} | {base['step']} | `{start}` | {kodak.get('bpp', float('nan')):.4f} | "
                      f"{kodak.get('psnr', float('nan')):.2f} | {path.stat().st_size / 1e6:.1f} MB | "
                      f"`{_sha256(path)[:16]}` |")
         written.append(path)

@@ -41,6 +41,11 @@ def test_export_takes_each_models_highest_from_scratch_lambda_with_provenance(tm
         assert torch.equal(base["state_dict"][key], value.to(base["state_dict"][key].dtype)), key
     assert base["state_dict"]["latent_codec.hyper.entropy_bottleneck.likelihood_lower_bound.bound"].item() > 0
     assert "| hyperprior | 0.025 |" in (tmp_path / "out" / "MANIFEST.md").read_text()
+    assert base["provenance"]["fine_tuned_from"] is None
+    # --lmbda: each model's run at that lambda, a fine-tune too, with what it was fine-tuned from
+    tuned = export(sweep, tmp_path / "tuned", command="test", lmbda=0.0932)
+    assert [p.name for p in tuned] == ["hyperprior.pth"]
+    assert load_checkpoint(tuned[0])["provenance"]["fine_tuned_from"] == str(anchor)
     # and a run fine-tunes from it
     config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "lmbda=0.0018",
                                        f"init_from={tmp_path / 'out' / 'hyperprior.pth'}"))
@@ -56,8 +61,10 @@ def test_the_shipped_base_checkpoints_fit_the_quickstart(tmp_path, model):
     assert path.stat().st_size < 6e6  # measured 1.5-5.0 MB
     base = load_checkpoint(path)
     assert base["provenance"]["command"].startswith("python -m codec.pretrained")
-    assert base["provenance"]["trained_with"].startswith(f"python run.py model={model} lmbda=0.0932 experiment=mini")
-    assert base["config"]["experiment_name"] == "mini" and base["config"]["init_from"] is None
+    # the mini-protocol's fine-tune at 0.0067 (from its model's 3000-step anchor at 0.0932)
+    assert base["provenance"]["trained_with"].startswith(f"python run.py model={model} lmbda=0.0067 experiment=mini")
+    assert base["config"]["experiment_name"] == "mini" and base["lmbda"] == 0.0067
+    assert base["provenance"]["fine_tuned_from"].endswith(f"{model}_lmbda0.0932/checkpoints/last.pth")
     config = config_for(["experiment=quickstart", f"model={model}", "lmbda=0.0067", "logger.mode=disabled"])
     assert config.init_from == str(path)
     trainer = build_trainer(config, tmp_path / "run")  # init_weights checks every shape
