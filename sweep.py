@@ -17,7 +17,9 @@ reruns failed ones. `python run.py -m ...` runs the same multirun and ends with 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -162,6 +164,48 @@ def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
     return steps
 
 
+def on_slurm(overrides: list[str]) -> bool:
+    """Whether these overrides launch through submitit's Slurm launcher (hydra/launcher=slurm)."""
+    return "SlurmLauncher" in str(compose(overrides, with_hydra=True).hydra.launcher.get("_target_", ""))
+
+
+def _array_job_id(submitit_dir: Path, jobs: int, process: subprocess.Popen, timeout_s: float = 600) -> str:
+    """The Slurm job id of a multirun's job array, once submitit has made a folder for each of its `jobs`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        folders = [p.name for p in submitit_dir.glob("*_*") if p.is_dir()] if submitit_dir.is_dir() else []
+        if len(folders) >= jobs:
+            return folders[0].split("_")[0]
+        if process.poll() is not None:  # done (every anchor skipped as finished) or failed before submitting
+            return ""
+        time.sleep(0.5)
+    raise LicSweepError(f"the anchors' Slurm jobs did not appear in {submitit_dir} within {timeout_s:.0f} s")
+
+
+def launch_ladder_on_slurm(steps: list[list[str]], analysis: bool) -> int:
+    """Every ladder step submitted at once: the anchors' job array first, then each fine-tune step with
+    --dependency=afterok:<anchors' array> (and kill-on-invalid-dep, so a failed anchor cancels its
+    fine-tunes instead of leaving them pending). The order is then Slurm's to keep: the fine-tunes queue
+    while the anchors train and start when they end. This process waits for all steps to report (each
+    is a `run.py -m` of its own); if it dies, the jobs run on, and the rerun skips what finished."""
+    def start(step: list[str], last: bool) -> subprocess.Popen:
+        extra = [] if analysis and last else ["hydra.callbacks.sweep_summary.analysis=false"]
+        return subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", *step, *extra], cwd=REPO)
+
+    first = start(steps[0], len(steps) == 1)
+    hydra = compose(steps[0], with_hydra=True).hydra
+    anchors_dir = Path(str(hydra.launcher.submitit_folder)).parent
+    array = _array_job_id(anchors_dir, len(grid_overrides(steps[0])), first)
+    dependency = [f"+hydra.launcher.additional_parameters.dependency=afterok:{array}",
+                  "+hydra.launcher.additional_parameters.kill-on-invalid-dep=yes"] if array else []
+    if array:
+        print(f"anchors submitted as Slurm job array {array}; the fine-tunes are submitted now with "
+              f"--dependency=afterok:{array}", flush=True)
+    later = [start([*step, *dependency], i == len(steps) - 1) for i, step in enumerate(steps[1:], start=1)]
+    codes = [process.wait() for process in (first, *later)]
+    return next((code for code in codes if code), 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweep.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -192,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             run_config(compose(job), require_data=False)
         return launch(overrides, analysis=not args.no_analysis)
     steps = ladder_steps(overrides, plan(overrides))  # plan() checks every grid point too
+    if on_slurm(overrides):
+        for i, step in enumerate(steps):
+            print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}")
+        return launch_ladder_on_slurm(steps, analysis=not args.no_analysis)
     for i, step in enumerate(steps):
         print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}", flush=True)
         code = launch(step, analysis=not args.no_analysis and i == len(steps) - 1)

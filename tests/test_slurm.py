@@ -115,3 +115,28 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
     assert "resuming from" in logs[f"{job_folder.name}_0_log.out"]
     # one W&B run, rank 0's, continued after the requeue: rank 1 wrote none of its own
     assert {p.stem.removeprefix("run-") for p in find_runs(run_dir)} == {results["wandb_run_id"]}
+
+
+def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors(tmp_path):
+    """sweep.py --ladder under hydra/launcher=slurm submits every step at once: the anchors' job array, then
+    the fine-tunes with --dependency=afterok:<that array> (Slurm keeps the order); they train from the
+    anchors' weights once those finished."""
+    from codec.checkpoint import load_checkpoint
+
+    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", "trainer.max_steps=3",
+                     "trainer.steps_per_epoch=3")
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [array] = [line.split("job array ")[1].split(";")[0] for line in out.stdout.splitlines()
+               if line.startswith("anchors submitted as Slurm job array")]
+    scripts = list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
+    assert scripts and all(f"#SBATCH --dependency=afterok:{array}" in s.read_text() for s in scripts)
+    anchor = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013"
+    assert not any("--dependency" in s.read_text() for s in (tmp_path / "sweep_anchors" / ".submitit").rglob("*_submission.sh"))
+    for lmbda in ("0.0067", "0.013"):
+        tune = tmp_path / "sweep" / "runs" / f"factorized_lmbda{lmbda}"
+        assert load_checkpoint(tune / "checkpoints" / "last.pth")["config"]["init_from"] == \
+            str(anchor / "checkpoints" / "last.pth")
+        # queued while the anchor trained (submitted before its results existed), started after it ended
+        submitted = min(s.stat().st_mtime for s in scripts)
+        assert submitted < (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
