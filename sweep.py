@@ -166,7 +166,8 @@ def ladder_steps(overrides: list[str], rows: list[dict]) -> list[list[str]]:
 
 def on_slurm(overrides: list[str]) -> bool:
     """Whether these overrides launch through submitit's Slurm launcher (hydra/launcher=slurm)."""
-    return "SlurmLauncher" in str(compose(overrides, with_hydra=True).hydra.launcher.get("_target_", ""))
+    first_job = grid_overrides(overrides)[0]  # one grid point: compose does not take a sweep's lists
+    return "SlurmLauncher" in str(compose(first_job, with_hydra=True).hydra.launcher.get("_target_", ""))
 
 
 def _array_job_id(submitit_dir: Path, jobs: int, process: subprocess.Popen, timeout_s: float = 600) -> str:
@@ -193,7 +194,7 @@ def launch_ladder_on_slurm(steps: list[list[str]], analysis: bool) -> int:
         return subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", *step, *extra], cwd=REPO)
 
     first = start(steps[0], len(steps) == 1)
-    hydra = compose(steps[0], with_hydra=True).hydra
+    hydra = compose(grid_overrides(steps[0])[0], with_hydra=True).hydra
     anchors_dir = Path(str(hydra.launcher.submitit_folder)).parent
     array = _array_job_id(anchors_dir, len(grid_overrides(steps[0])), first)
     dependency = [f"+hydra.launcher.additional_parameters.dependency=afterok:{array}",
