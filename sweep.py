@@ -170,22 +170,24 @@ def on_slurm(overrides: list[str]) -> bool:
     return "SlurmLauncher" in str(compose(first_job, with_hydra=True).hydra.launcher.get("_target_", ""))
 
 
-def _array_job_id(submitit_dir: Path, jobs: int, process: subprocess.Popen, timeout_s: float = 600) -> str:
-    """The Slurm job id of a multirun's job array, once submitit has made a folder for each of its `jobs`."""
+def _submitted_job_id(submitit_dir: Path, process: subprocess.Popen, timeout_s: float = 600) -> str:
+    """The Slurm job id of a multirun's jobs (one job, or one array: submitit's folders are <id> or
+    <id>_<task>) once submitit has made its first folder; "" if the multirun ended without submitting."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        folders = [p.name for p in submitit_dir.glob("*_*") if p.is_dir()] if submitit_dir.is_dir() else []
-        if len(folders) >= jobs:
-            return folders[0].split("_")[0]
-        if process.poll() is not None:  # done (every anchor skipped as finished) or failed before submitting
+        if submitit_dir.is_dir():
+            ids = [p.name.split("_")[0] for p in submitit_dir.iterdir() if p.is_dir() and p.name.split("_")[0].isdigit()]
+            if ids:
+                return ids[0]
+        if process.poll() is not None:
             return ""
         time.sleep(0.5)
     raise LicSweepError(f"the anchors' Slurm jobs did not appear in {submitit_dir} within {timeout_s:.0f} s")
 
 
 def launch_ladder_on_slurm(steps: list[list[str]], analysis: bool) -> int:
-    """Every ladder step submitted at once: the anchors' job array first, then each fine-tune step with
-    --dependency=afterok:<anchors' array> (and kill-on-invalid-dep, so a failed anchor cancels its
+    """Every ladder step submitted at once: the anchors' job (an array for several) first, then each
+    fine-tune step with --dependency=afterok:<anchors' job> (and kill-on-invalid-dep, so a failed anchor cancels its
     fine-tunes instead of leaving them pending). The order is then Slurm's to keep: the fine-tunes queue
     while the anchors train and start when they end. This process waits for all steps to report (each
     is a `run.py -m` of its own); if it dies, the jobs run on, and the rerun skips what finished."""
@@ -196,11 +198,11 @@ def launch_ladder_on_slurm(steps: list[list[str]], analysis: bool) -> int:
     first = start(steps[0], len(steps) == 1)
     hydra = compose(grid_overrides(steps[0])[0], with_hydra=True).hydra
     anchors_dir = Path(str(hydra.launcher.submitit_folder)).parent
-    array = _array_job_id(anchors_dir, len(grid_overrides(steps[0])), first)
+    array = _submitted_job_id(anchors_dir, first)
     dependency = [f"+hydra.launcher.additional_parameters.dependency=afterok:{array}",
                   "+hydra.launcher.additional_parameters.kill-on-invalid-dep=yes"] if array else []
     if array:
-        print(f"anchors submitted as Slurm job array {array}; the fine-tunes are submitted now with "
+        print(f"anchors submitted as Slurm job {array}; the fine-tunes are submitted now with "
               f"--dependency=afterok:{array}", flush=True)
     later = [start([*step, *dependency], i == len(steps) - 1) for i, step in enumerate(steps[1:], start=1)]
     codes = [process.wait() for process in (first, *later)]

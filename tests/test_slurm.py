@@ -118,17 +118,18 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
 
 
 def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors(tmp_path):
-    """sweep.py --ladder under hydra/launcher=slurm submits every step at once: the anchors' job array, then
-    the fine-tunes with --dependency=afterok:<that array> (Slurm keeps the order); they train from the
+    """sweep.py --ladder under hydra/launcher=slurm submits every step at once: the anchors' job, then
+    the fine-tunes (a job array) with --dependency=afterok:<the anchors' job> (Slurm keeps the order); they train from the
     anchors' weights once those finished."""
     from codec.checkpoint import load_checkpoint
 
-    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", "trainer.max_steps=3",
-                     "trainer.steps_per_epoch=3")
+    # an anchor long enough (400 tiny steps) to be still training when the fine-tunes are submitted
+    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", "trainer.max_steps=400",
+                     "trainer.steps_per_epoch=400", "ladder.finetune=['trainer.max_steps=3','trainer.steps_per_epoch=3']")
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    [array] = [line.split("job array ")[1].split(";")[0] for line in out.stdout.splitlines()
-               if line.startswith("anchors submitted as Slurm job array")]
+    [array] = [line.split("Slurm job ")[1].split(";")[0] for line in out.stdout.splitlines()
+               if line.startswith("anchors submitted as Slurm job")]
     scripts = list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
     assert scripts and all(f"#SBATCH --dependency=afterok:{array}" in s.read_text() for s in scripts)
     anchor = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013"
