@@ -20,9 +20,9 @@ run: venv
 mini: venv
 	$(PY) sweep.py --ladder experiment=mini $(ARGS)
 
-# The quickstart's base checkpoints (pretrained/) from a finished mini-protocol: each model's anchor.
+# The quickstart's base checkpoints (pretrained/) from a finished mini-protocol: each model's point at 0.0067.
 pretrained: venv
-	$(PY) -m codec.pretrained outputs/mini
+	$(PY) -m codec.pretrained outputs/mini --lmbda 0.0067
 
 # The whole suite, slow tests included (CI runs this).
 test: venv

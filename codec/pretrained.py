@@ -1,7 +1,8 @@
 """Small base checkpoints shipped in the repository (pretrained/): the weights of a finished run, in
-float16, with the run's config and where they came from. `python -m codec.pretrained SWEEP_DIR` writes
-one per model from a finished mini-protocol ladder (each model's anchor: its highest lambda), and the
-quickstart fine-tunes every lambda from them (init_from). How to redo them: README, "Base checkpoints"."""
+float16 (parameters; buffers float32), with the run's config and where they came from.
+`python -m codec.pretrained SWEEP_DIR [--lmbda L]` writes one per model from a finished sweep (each
+model's run at L; without it, its highest-lambda run from scratch), and the quickstart fine-tunes every
+lambda from them (init_from; `make pretrained` = `python -m codec.pretrained outputs/mini --lmbda 0.0067`). How to redo them: README, "Base checkpoints"."""
 
 from __future__ import annotations
 
