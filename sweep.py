@@ -1,6 +1,6 @@
 """The grid: every (model, lambda) point of an experiment as one Hydra multirun, then the analysis.
 
-    python sweep.py                                        # experiment=quickstart: 4x4 fine-tunes, ~10 min
+    python sweep.py                                        # experiment=quickstart: 4x4 fine-tunes, ~8 min
     python sweep.py --ladder experiment=mini               # the believable CPU protocol, about an hour
     python sweep.py experiment=seminar data.root=/data/vimeo_septuplet
     python sweep.py model=hyperprior,checkerboard lmbda=0.013,0.025   # narrow the grid
