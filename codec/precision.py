@@ -35,6 +35,24 @@ def autocast_transforms(model: torch.nn.Module, precision: str, device_type: str
         module.forward = forward
 
 
+def compile_transforms(model: torch.nn.Module, enabled: bool) -> None:
+    """trainer.compile: the transforms' forward through torch.compile while training (on the instances:
+    state_dict keys do not change); in eval mode the eager forward runs."""
+    if not enabled:
+        return
+    for name in TRANSFORMS:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        compiled = torch.compile(module.forward)
+
+        @functools.wraps(module.forward)
+        def forward(*args, _eager=module.forward, _compiled=compiled, _module=module, **kwargs):
+            return (_compiled if _module.training else _eager)(*args, **kwargs)
+
+        module.forward = forward
+
+
 def grad_scaler(precision: str, device_type: str) -> torch.amp.GradScaler:
     """A GradScaler for float16 (its small exponent range underflows gradients); inert otherwise."""
     return torch.amp.GradScaler(device_type, enabled=precision == "16")

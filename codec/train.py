@@ -26,7 +26,7 @@ from codec.checkpoint import (
     training_checkpoint,
 )
 from codec.data import CropDataset, epoch_order, loader_workers, split_files
-from codec.precision import autocast_transforms, grad_scaler
+from codec.precision import autocast_transforms, compile_transforms, grad_scaler
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
 from codec.models import DERIVED_BUFFERS, build_model, parameter_shapes
@@ -192,6 +192,7 @@ class Trainer:
         self.main_params, _ = split_parameters(model)
         self.memory_format = memory_format(config)
         self.criterion = RateDistortionLoss(config.lmbda)
+        compile_transforms(model, config.trainer.compile)  # inside the autocast: it compiles the float32 forward
         autocast_transforms(model, config.trainer.precision, device.type)
         self.scaler = grad_scaler(config.trainer.precision, device.type)
         self.workers = loader_workers(config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world_size)))

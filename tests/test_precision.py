@@ -53,3 +53,29 @@ def test_fp16_keeps_a_grad_scaler_and_a_bad_precision_is_named(tmp_path):
     assert trainer.scaler.is_enabled()
     with pytest.raises(ConfigError, match="trainer.precision='64' is not valid; choose 32, bf16 or 16"):
         config_for(tiny_overrides(tmp_path, "trainer.precision=64"))
+
+
+def test_compile_runs_the_transforms_compiled_while_training_and_eagerly_otherwise(tmp_path, monkeypatch):
+    """trainer.compile: training goes through torch.compile (here with the 'eager' backend, which traces
+    with dynamo but skips inductor's minutes of code generation), evaluation through the eager forward;
+    the checkpoint's keys are the usual ones."""
+    traced, calls = [], []
+    real = torch.compile
+
+    def recording(fn, **kwargs):
+        traced.append(fn.__self__)
+        compiled = real(fn, backend="eager")
+
+        def counted(*args, **kw):
+            calls.append(fn.__self__)
+            return compiled(*args, **kw)
+        return counted
+
+    monkeypatch.setattr(torch, "compile", recording)
+    config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "trainer.max_steps=2", "trainer.compile=true"))
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["train_steps"] == 2 and summary["num_images"] == 2
+    assert len(traced) == 4 and {type(m).__name__ for m in traced} == {"Sequential"}  # g_a, g_s, h_a, h_s
+    assert len(calls) == 2 * 4  # each transform once per training step; validation and evaluation eager
+    assert set(_weights(tmp_path / "run" / "checkpoints" / "last.pth")) == set(
+        build_trainer(config_for(tiny_overrides(tmp_path, "model=hyperprior")), tmp_path / "plain").model.state_dict())
