@@ -393,6 +393,17 @@ class Trainer:
             tqdm.write(f"SIGTERM: last.pth saved in {self.ckpt_dir}; rerun the same command to resume")
             raise SystemExit(128 + signal.SIGTERM)
 
+    def _stop_agreed(self) -> int | None:
+        """The stop signal, the same on every rank: under DDP a signal that reached any rank stops all of
+        them after the same step (one all-reduce of a number per step), so rank 0 saves last.pth while
+        the others wait with it instead of hanging in the next step's collective, or dying mid-step and
+        cutting rank 0's connection (which a `scontrol requeue` of a 2-task job did)."""
+        if self.ddp.world_size > 1:
+            flag = torch.tensor([self._stop_signal or 0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._stop_signal = int(flag.item()) or None
+        return self._stop_signal
+
     def _on_signal(self, signum, _frame):
         self._stop_signal = signum
 
@@ -403,7 +414,7 @@ class Trainer:
         max_steps = t.max_steps or math.inf
         stopped_by, last = "epochs", {}
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)} \
-            if self.ddp.world_size == 1 and _main_thread() else {}
+            if _main_thread() else {}
         try:
             while state.epoch < t.epochs and state.step < max_steps:
                 self.train_set.set_epoch(state.epoch)
@@ -422,7 +433,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.3f}", bpp=f"{last['bpp']:.3f}", psnr=f"{last['psnr']:.2f}")
                     for callback in self.callbacks:
                         callback.on_step_end(self, last)
-                    if state.step >= max_steps or self._stop_signal:
+                    if state.step >= max_steps or self._stop_agreed():
                         break
                 bar.close()
                 if self._stop_signal:
