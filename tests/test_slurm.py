@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,11 +60,10 @@ def test_grid_through_submitit_slurm(tmp_path):
     assert len(logs) == 2  # each grid point ran as its own Slurm job
 
 
-def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
-    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60",
-                     "trainer.checkpoint_every_steps=1")
-    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=_env())
+def _sweep_requeued_at_first_checkpoint(tmp_path, cmd) -> tuple[int, str, Path]:
+    """Run the sweep, `scontrol requeue` its one job once its first last.pth exists, wait for the end:
+    (return code, output, the job's submitit folder)."""
+    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     ckpt = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013" / "checkpoints" / "last.pth"
     try:
         deadline = time.time() + 300
@@ -76,7 +76,14 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert sweep.returncode == 0, output[-4000:]
+    return sweep.returncode, output, job_folder
+
+
+def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
+    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60",
+                     "trainer.checkpoint_every_steps=1")
+    code, output, _ = _sweep_requeued_at_first_checkpoint(tmp_path, cmd)
+    assert code == 0, output[-4000:]
     results = _results(tmp_path)["hyperprior_lmbda0.013"]
     assert results["train_steps"] == 60
     job_logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
@@ -86,26 +93,15 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
 def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(tmp_path):
     """hydra.launcher.tasks_per_node=2: Slurm starts two tasks of one job, which form one gloo process
     group from Slurm's environment (codec.train.export_slurm_distributed); rank 0 alone logs and writes,
-    the replica check after training passes (it raises otherwise), and a requeue resumes both ranks from
-    the periodic checkpoint."""
+    the replica check after training passes (it raises otherwise), and a requeue (SIGTERM to both tasks)
+    stops both after the same step and resumes them."""
     from analysis.wandb_offline import find_runs
 
     cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=40", "trainer.steps_per_epoch=40",
                      "trainer.checkpoint_every_steps=1", "data.batch_size=2", "hydra.launcher.tasks_per_node=2")
-    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     run_dir = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013"
-    try:
-        deadline = time.time() + 300
-        while not (run_dir / "checkpoints" / "last.pth").exists():
-            assert time.time() < deadline and sweep.poll() is None, "the job never wrote a checkpoint"
-            time.sleep(0.5)
-        [job_folder] = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()]
-        subprocess.run(["scontrol", "requeue", job_folder.name], check=True, timeout=30, env=_env())
-        output, _ = sweep.communicate(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, output[-4000:]
+    code, output, job_folder = _sweep_requeued_at_first_checkpoint(tmp_path, cmd)
+    assert code == 0, output[-4000:]
     results = _results(tmp_path)["hyperprior_lmbda0.013"]
     assert results["train_steps"] == 40 and results["num_images"] == 1
     logs = {p.name: p.read_text() for p in job_folder.glob("*_log.*")}
