@@ -45,13 +45,14 @@ def _row(values: dict, **extra) -> dict:
     return {c: values.get(c) for c in COLUMNS} | extra
 
 
-def _finish(rows: list[dict], left_out: list[str], where: str, sets: list[str] = (), headline=None) -> Runs:
+def _finish(rows: list[dict], left_out: list[str], where: str, sets: list[str] = (), dataset: str | None = None) -> Runs:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise LicSweepError(f"no finished runs found in {where}" + (f" ({len(left_out)} left out: "
                             + "; ".join(left_out[:5]) + ")" if left_out else ""))
     frame = frame.sort_values(["model", "lmbda"]).reset_index(drop=True)
-    return Runs(frame, left_out, where, list(dict.fromkeys(sets)), headline)
+    sets = list(dict.fromkeys(sets))
+    return Runs(frame, left_out, where, sets, dataset or (sets[0] if sets else None))
 
 
 def _missing(values: dict) -> list[str]:
@@ -76,17 +77,18 @@ def from_offline_wandb(root: str | Path, dataset: str | None = None) -> Runs:
         values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state,
                   "git_commit": (run.config.get("repro") or {}).get("git_commit")}
         sets += _sets_of(values)
-        chosen = _summary_for_set(values, dataset)
-        if chosen is None:
-            left_out.append(f"{run.name or run.run_id}: not evaluated on {dataset} ({run.path})")
-            continue
-        _sort_run(chosen, f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline", rows, left_out)
-    return _finish(rows, left_out, str(root), sets, dataset or (sets[0] if sets else None))
+        _sort_run(_summary_for_set(values, dataset), f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline",
+                  rows, left_out, dataset)
+    return _finish(rows, left_out, str(root), sets, dataset)
 
 
-def _sort_run(values: dict, name: str, where: str, source: str, rows: list, left_out: list) -> None:
-    """A finished run with the required fields becomes a row; any other is listed as left out."""
-    if values["state"] != "finished":
+def _sort_run(values: dict | None, name: str, where: str, source: str, rows: list, left_out: list,
+              dataset: str | None = None) -> None:
+    """A finished run with the required fields becomes a row; any other is listed as left out (values
+    None: the run was not evaluated on `dataset`)."""
+    if values is None:
+        left_out.append(f"{name}: not evaluated on {dataset}{where}")
+    elif values["state"] != "finished":
         left_out.append(f"{name}: {values['state']}{where}")
     elif _missing(values):
         left_out.append(f"{name}: lacks {', '.join(_missing(values))}{where}")
@@ -118,7 +120,7 @@ def from_results(root: str | Path, dataset: str | None = None) -> Runs:
             left_out.append(f"{path}: lacks {', '.join(_missing(values))}")
             continue
         rows.append(_row(values | {"state": "finished", "run_id": values.get("wandb_run_id")}, source="results.json"))
-    return _finish(rows, left_out, str(root), sets, dataset or (sets[0] if sets else None))
+    return _finish(rows, left_out, str(root), sets, dataset)
 
 
 def from_wandb_api(project: str, entity: str | None = None, group: str | None = None,
@@ -140,13 +142,8 @@ def from_wandb_api(project: str, entity: str | None = None, group: str | None = 
     for run in api_runs:
         values = {**dict(run.config), **dict(run.summary), "run_id": run.id, "group": run.group, "state": run.state}
         sets += _sets_of(values)
-        chosen = _summary_for_set(values, dataset)
-        if chosen is None:
-            left_out.append(f"{run.name}: not evaluated on {dataset}")
-            continue
-        _sort_run(chosen, run.name, "", "wandb-api", rows, left_out)
-    return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})", sets,
-                   dataset or (sets[0] if sets else None))
+        _sort_run(_summary_for_set(values, dataset), run.name, "", "wandb-api", rows, left_out, dataset)
+    return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})", sets, dataset)
 
 
 def load_runs(source: str, root: str | Path | None = None, dataset: str | None = None, **online) -> Runs:
