@@ -220,13 +220,18 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
                 "hydra.launcher.cpu_jobs=2", f"hydra.sweep.dir={sweep_dir}", *extra]
 
     _run(sweep(tmp_path / "straight"), 0)
+    # both jobs are held at step 5 (tests/hold) when the sweep is killed: on a slow machine one tiny job
+    # could otherwise finish before the other wrote its first checkpoint
+    held = tmp_path / "held"
+    held.mkdir()
     proc = subprocess.Popen(sweep(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=subprocess_env(OMP_NUM_THREADS="1"))
+                            env=subprocess_env(OMP_NUM_THREADS="1", LIC_SWEEP_TEST_HOLD=f"5:{held}",
+                                               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "hold"), str(REPO)])))
     checkpoints = [tmp_path / "killed" / "runs" / f"{m}_lmbda0.0067" / "checkpoints" / "last.pth"
                    for m in ("factorized", "hyperprior")]
     deadline = time.monotonic() + 300
-    while not all(p.exists() for p in checkpoints):
-        assert time.monotonic() < deadline and proc.poll() is None, "the jobs never wrote a checkpoint"
+    while len(list(held.iterdir())) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "the jobs never reached step 5"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -236,7 +241,8 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
     while any(run_state(p.parent.parent) == "running" for p in checkpoints):  # the jobs end with their parent
         assert time.monotonic() < deadline, "a job outlived the killed sweep"
         time.sleep(0.5)
-    assert all(load_checkpoint(p)["step"] < 80 for p in checkpoints)
+    assert [load_checkpoint(p)["step"] for p in checkpoints] == [5, 5]
+    assert all(run_state(p.parent.parent) == "resumable" for p in checkpoints)
     _run(sweep(tmp_path / "killed"), 0)
     for m in ("factorized", "hyperprior"):
         a, b = (json.loads((tmp_path / d / "runs" / f"{m}_lmbda0.0067" / "results.json").read_text())
