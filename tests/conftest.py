@@ -1,5 +1,6 @@
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,23 @@ def config_for(overrides: list[str]):
     from entry import config_for as compose_config
 
     return compose_config(overrides)
+
+
+def hold_env(folder: Path, step: int) -> dict:
+    """Environment entries that hold every training run started under them after optimizer step `step`
+    (and its checkpoint) until its stop signal arrives, each writing folder/<pid> when it got there
+    (tests/hold/sitecustomize.py): a test stops jobs at a known step, not at a machine's speed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"LIC_SWEEP_TEST_HOLD": f"{step}:{folder}",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "hold"), str(REPO)])}
+
+
+def wait_for_held(folder: Path, count: int, alive, what: str, timeout: float = 300) -> None:
+    """Until `count` runs are held in `folder`; `alive()` false (the command ended) fails at once."""
+    deadline = time.monotonic() + timeout
+    while len(list(folder.iterdir())) < count:
+        assert time.monotonic() < deadline and alive(), f"{what} never reached the hold step"
+        time.sleep(0.2)
 
 
 def subprocess_env(**extra: str) -> dict:

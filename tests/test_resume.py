@@ -24,7 +24,7 @@ import codec.checkpoint
 from codec.checkpoint import CannotWrite, load_checkpoint
 from codec.job import train_and_evaluate
 from codec.models import REGISTRY
-from tests.conftest import REPO, config_for, subprocess_env, tiny_overrides
+from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 SETTINGS = ("trainer.epochs=3", "trainer.steps_per_epoch=3", "trainer.max_steps=null", "trainer.checkpoint_every_steps=2",
             "eval.max_images=1", "lmbda=0.0067")
@@ -223,16 +223,11 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
     # both jobs are held at step 5 (tests/hold) when the sweep is killed: on a slow machine one tiny job
     # could otherwise finish before the other wrote its first checkpoint
     held = tmp_path / "held"
-    held.mkdir()
     proc = subprocess.Popen(sweep(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=subprocess_env(OMP_NUM_THREADS="1", LIC_SWEEP_TEST_HOLD=f"5:{held}",
-                                               PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "hold"), str(REPO)])))
+                            env=subprocess_env(OMP_NUM_THREADS="1", **hold_env(held, 5)))
     checkpoints = [tmp_path / "killed" / "runs" / f"{m}_lmbda0.0067" / "checkpoints" / "last.pth"
                    for m in ("factorized", "hyperprior")]
-    deadline = time.monotonic() + 300
-    while len(list(held.iterdir())) < 2:
-        assert time.monotonic() < deadline and proc.poll() is None, "the jobs never reached step 5"
-        time.sleep(0.2)
+    wait_for_held(held, 2, lambda: proc.poll() is None, "the sweep's jobs")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     from codec.job_status import run_state

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, subprocess_env, tiny_overrides
+from tests.conftest import REPO, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 
 # The private cluster of .ci/slurm/start.sh, found as every Slurm client finds its cluster: SLURM_CONF
@@ -60,18 +60,30 @@ def test_grid_through_submitit_slurm(tmp_path):
     assert len(logs) == 2  # each grid point ran as its own Slurm job
 
 
-def _sweep_requeued_at_first_checkpoint(tmp_path, cmd) -> tuple[int, str, Path]:
-    """Run the sweep, `scontrol requeue` its one job once its first last.pth exists, wait for the end:
-    (return code, output, the job's submitit folder)."""
-    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    ckpt = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013" / "checkpoints" / "last.pth"
+def _start_when_requeued(job_id: str) -> None:
+    """Slurm holds a requeued job for about two minutes (reason BeginTime); once it is pending, make it
+    eligible now (what an impatient user would do: scontrol update StartTime=now), to keep CI short."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True,
+                               timeout=30, env=_env()).stdout.split()
+        if state[:1] == ["PENDING"]:
+            subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30, env=_env())
+            return
+        time.sleep(0.5)
+
+
+def _sweep_requeued_at_first_checkpoint(tmp_path, cmd, tasks: int = 1) -> tuple[int, str, Path]:
+    """Run the sweep, `scontrol requeue` its one job while its `tasks` tasks are held after step 1 and
+    its checkpoint (tests/hold), wait for the end: (return code, output, the job's submitit folder)."""
+    held = tmp_path / "held"
+    sweep = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=_env(**hold_env(held, 1)))
     try:
-        deadline = time.time() + 300
-        while not ckpt.exists():
-            assert time.time() < deadline and sweep.poll() is None, "the job never wrote a checkpoint"
-            time.sleep(0.5)
+        wait_for_held(held, tasks, lambda: sweep.poll() is None, "the job")
         [job_folder] = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()]  # the job id
         subprocess.run(["scontrol", "requeue", job_folder.name], check=True, timeout=30, env=_env())
+        _start_when_requeued(job_folder.name)
         output, _ = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
@@ -100,7 +112,7 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
     cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=40", "trainer.steps_per_epoch=40",
                      "trainer.checkpoint_every_steps=1", "data.batch_size=2", "hydra.launcher.tasks_per_node=2")
     run_dir = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013"
-    code, output, job_folder = _sweep_requeued_at_first_checkpoint(tmp_path, cmd)
+    code, output, job_folder = _sweep_requeued_at_first_checkpoint(tmp_path, cmd, tasks=2)
     assert code == 0, output[-4000:]
     results = _results(tmp_path)["hyperprior_lmbda0.013"]
     assert results["train_steps"] == 40 and results["num_images"] == 1
