@@ -14,7 +14,7 @@ from codec.job import train_and_evaluate
 from codec.models import REGISTRY
 from codec.train import CheckpointPolicy, NonFiniteLoss, build_trainer
 from codec.tracking import Tracker
-from tests.conftest import REPO, config_for, subprocess_env, tiny_overrides
+from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 MODEL_NAMES = list(REGISTRY)
 
@@ -142,23 +142,21 @@ def test_ddp_with_gloo_two_processes(tmp_path):
 
 def test_sigterm_saves_and_the_next_command_resumes(tmp_path):
     import signal
-    import time
 
     run_dir = tmp_path / "run"
     extra = ("model=factorized", "trainer.max_steps=400", "trainer.steps_per_epoch=400", "eval.max_images=1")
     cmd = [sys.executable, "run.py", *tiny_overrides(tmp_path, *extra), f"hydra.run.dir={run_dir}"]
+    held = tmp_path / "held"  # the run waits after step 5 and its checkpoint (tests/hold) for the signal
     proc = subprocess.Popen(cmd + ["trainer.checkpoint_every_steps=5"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=subprocess_env())
+                            stderr=subprocess.STDOUT, text=True, env=subprocess_env(**hold_env(held, 5)))
     ckpt = run_dir / "checkpoints" / "last.pth"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    wait_for_held(held, 1, lambda: proc.poll() is None, "the run", timeout=120)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
     assert "last.pth saved" in output
     step = load_checkpoint(ckpt)["step"]
-    assert 0 < step < 400
+    assert step == 5
     assert not (run_dir / "failed.json").exists() and not (run_dir / ".running").exists()
     resumed = _run(tmp_path, run_dir, *extra[:1], "trainer.max_steps=" + str(step + 2),
                    "trainer.steps_per_epoch=400", "eval.max_images=1")
