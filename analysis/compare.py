@@ -12,22 +12,21 @@ its anchor."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.sources import run_results
 from analysis.tables import bd_metrics, model_order, write_table
 from codec.errors import LicSweepError
 
 
 def _runs(root: Path) -> pd.DataFrame:
     rows = []
-    for path in sorted(root.rglob("results.json")):
-        if "classical" in path.parts:
-            continue
-        r = json.loads(path.read_text())
+    for path, r in run_results(root):
+        if isinstance(r, Exception):
+            raise LicSweepError(f"{path}: unreadable ({r})")
         if "train_steps" in r:
             rows.append({"model": r["model"], "lmbda": r["lmbda"], "bpp": r["bpp"], "psnr": r["psnr"],
                          "steps": r["train_steps"], "fine_tuned": bool(r.get("init_from"))})

@@ -4,14 +4,15 @@ every run keeps in results.json (bpp and PSNR of each image at each lambda)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.sources import run_results
 from analysis.tables import bd_metrics, model_order
+from codec.errors import LicSweepError
 
 
 def per_image_points(root: str | Path, dataset: str | None = None) -> pd.DataFrame:
@@ -20,10 +21,10 @@ def per_image_points(root: str | Path, dataset: str | None = None) -> pd.DataFra
     from codec.evaluate import results_for_set
 
     rows = []
-    for path in sorted(Path(root).rglob("results.json")):
-        if "classical" in path.parts:
-            continue
-        r = results_for_set(json.loads(path.read_text()), dataset)
+    for path, values in run_results(root):
+        if isinstance(values, Exception):
+            raise LicSweepError(f"{path}: unreadable ({values})")
+        r = results_for_set(values, dataset)
         for img in (r or {}).get("per_image", []):
             rows.append({"model": r["model"], "lmbda": r.get("lmbda"), "image": img["image"], "bpp": img["bpp"],
                          "psnr": img["psnr"]})

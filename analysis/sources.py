@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -96,20 +97,27 @@ def _sort_run(values: dict | None, name: str, where: str, source: str, rows: lis
         rows.append(_row(values, source=source))
 
 
+def run_results(root: str | Path) -> Iterator[tuple[Path, dict | Exception]]:
+    """(path, values) for every run's results.json under `root`, in path order, the classical anchors'
+    files left out; values is the exception when a file cannot be read. The one walk over results files
+    that every reader of run directories (tables, per-image statistics, ladder comparison) goes through."""
+    for path in sorted(p for p in Path(root).rglob("results.json") if "classical" not in p.parts):
+        try:
+            yield path, json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            yield path, exc
+
+
 def from_results(root: str | Path, dataset: str | None = None) -> Runs:
     """Every results.json under `root` (run directories), classical anchors excluded; `dataset` as in
     from_offline_wandb."""
     from codec.evaluate import results_for_set
 
-    files = sorted(p for p in Path(root).rglob("results.json") if "classical" not in p.parts)
-    if not files:
-        raise LicSweepError(f"no results.json under {root}")
-    rows, left_out, sets = [], [], []
-    for path in files:
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            left_out.append(f"{path}: unreadable ({exc})")
+    rows, left_out, sets, found = [], [], [], False
+    for path, values in run_results(root):
+        found = True
+        if isinstance(values, Exception):
+            left_out.append(f"{path}: unreadable ({values})")
             continue
         sets += list(values.get("sets") or ([values["set"]] if values.get("set") else []))
         values = results_for_set(values, dataset)
@@ -120,6 +128,8 @@ def from_results(root: str | Path, dataset: str | None = None) -> Runs:
             left_out.append(f"{path}: lacks {', '.join(_missing(values))}")
             continue
         rows.append(_row(values | {"state": "finished", "run_id": values.get("wandb_run_id")}, source="results.json"))
+    if not found:
+        raise LicSweepError(f"no results.json under {root}")
     return _finish(rows, left_out, str(root), sets, dataset)
 
 

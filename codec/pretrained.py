@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.models import DERIVED_BUFFERS, build_model
