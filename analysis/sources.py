@@ -113,9 +113,11 @@ def from_results(root: str | Path, dataset: str | None = None) -> Runs:
     from_offline_wandb."""
     from codec.evaluate import results_for_set
 
-    rows, left_out, sets, found = [], [], [], False
-    for path, values in run_results(root):
-        found = True
+    results = list(run_results(root))
+    if not results:
+        raise LicSweepError(f"no results.json under {root}")
+    rows, left_out, sets = [], [], []
+    for path, values in results:
         if isinstance(values, Exception):
             left_out.append(f"{path}: unreadable ({values})")
             continue
@@ -128,8 +130,6 @@ def from_results(root: str | Path, dataset: str | None = None) -> Runs:
             left_out.append(f"{path}: lacks {', '.join(_missing(values))}")
             continue
         rows.append(_row(values | {"state": "finished", "run_id": values.get("wandb_run_id")}, source="results.json"))
-    if not found:
-        raise LicSweepError(f"no results.json under {root}")
     return _finish(rows, left_out, str(root), sets, dataset)
 
 

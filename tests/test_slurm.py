@@ -65,9 +65,9 @@ def _start_when_requeued(job_id: str) -> None:
     eligible now (what an impatient user would do: scontrol update StartTime=now), to keep CI short."""
     deadline = time.time() + 120
     while time.time() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True,
-                               timeout=30, env=_env()).stdout.split()
-        if state[:1] == ["PENDING"]:
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                               timeout=30, env=_env()).stdout.strip()
+        if state == "PENDING":
             subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30, env=_env())
             return
         time.sleep(0.5)
