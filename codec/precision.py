@@ -13,44 +13,42 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 TRANSFORMS = ("g_a", "g_s", "h_a", "h_s")
 
 
+def _in_training(model: torch.nn.Module, training_forward) -> None:
+    """Each transform's forward (on the instance: state_dict keys do not change) becomes
+    training_forward(eager forward) while the module trains; in eval mode the eager forward runs."""
+    for name in TRANSFORMS:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        eager = module.forward
+
+        @functools.wraps(eager)
+        def forward(*args, _eager=eager, _train=training_forward(eager), _module=module, **kwargs):
+            return (_train if _module.training else _eager)(*args, **kwargs)
+
+        module.forward = forward
+
+
 def autocast_transforms(model: torch.nn.Module, precision: str, device_type: str) -> None:
-    """Wrap the transforms' forward (on the instances: state_dict keys do not change) in autocast,
-    active only in training mode."""
+    """The transforms' training forward under autocast, its output cast back to float32."""
     dtype = PRECISIONS[precision]
     if dtype is None:
         return
-    for name in TRANSFORMS:
-        module = getattr(model, name, None)
-        if module is None:
-            continue
 
-        @functools.wraps(module.forward)
-        def forward(*args, _inner=module.forward, _module=module, **kwargs):
-            if not _module.training:
-                return _inner(*args, **kwargs)
+    def autocast(inner):
+        def run(*args, **kwargs):
             with torch.autocast(device_type, dtype=dtype):
-                out = _inner(*args, **kwargs)
+                out = inner(*args, **kwargs)
             return out.float()
+        return run
 
-        module.forward = forward
+    _in_training(model, autocast)
 
 
 def compile_transforms(model: torch.nn.Module, enabled: bool) -> None:
-    """trainer.compile: the transforms' forward through torch.compile while training (on the instances:
-    state_dict keys do not change); in eval mode the eager forward runs."""
-    if not enabled:
-        return
-    for name in TRANSFORMS:
-        module = getattr(model, name, None)
-        if module is None:
-            continue
-        compiled = torch.compile(module.forward)
-
-        @functools.wraps(module.forward)
-        def forward(*args, _eager=module.forward, _compiled=compiled, _module=module, **kwargs):
-            return (_compiled if _module.training else _eager)(*args, **kwargs)
-
-        module.forward = forward
+    """trainer.compile: the transforms' training forward through torch.compile."""
+    if enabled:
+        _in_training(model, torch.compile)
 
 
 def grad_scaler(precision: str, device_type: str) -> torch.amp.GradScaler:

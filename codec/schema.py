@@ -145,8 +145,8 @@ class TrainerConfig:
     # 32 | bf16 | 16: autocast the transforms while training (entropy models and loss stay float32;
     # 16 adds a GradScaler). Validation and evaluation are always float32 (codec/precision.py).
     precision: str = "32"
-    # torch.compile the transforms' training forward (off: on this 2-core CPU inductor took 78 s to
-    # compile the hyperprior and then stepped slower than eager; benchmarks/README.md). Validation and
+    # torch.compile the transforms' training forward (off: on this 2-core CPU inductor takes over a
+    # minute to compile and then steps within noise of eager; benchmarks/README.md). Validation and
     # evaluation run the transforms eagerly, so the bitstreams do not depend on it.
     compile: bool = False
 
