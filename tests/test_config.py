@@ -162,7 +162,7 @@ def test_the_mini_ladder_and_the_quickstart_that_starts_from_its_anchors():
     assert {(r["N"], r["M"]) for r in rows} == {(64, 96)}  # one size: one anchor per model
     steps = ladder_steps(["experiment=mini"], rows)
     assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "lmbda=0.0018,0.0067,0.025,0.0932" in steps[1]
-    assert "trainer.max_steps=600" in steps[1] and not any(o.startswith("trainer.") for o in steps[0][1:])
+    assert "trainer.max_steps=500" in steps[1] and not any(o.startswith("trainer.") for o in steps[0][1:])
     quick = config_for(["experiment=quickstart", "model=checkerboard", "lmbda=0.0018"])
     mini = config_for(["experiment=mini", "model=checkerboard", "lmbda=0.0932"])
     assert quick.init_from == str(REPO / "pretrained" / "checkerboard.pth")
