@@ -41,7 +41,8 @@ def test_record_writes_the_table_and_the_dry_run_prints_hours(tmp_path):
     out = subprocess.run([sys.executable, "sweep.py", "--dry-run", "experiment=mini", "model=factorized"], cwd=REPO,
                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "total steps" in out.stdout and "3000" in out.stdout
+    budget = config_for(["experiment=mini", "model=factorized", "lmbda=0.0932"]).trainer.max_steps
+    assert "total steps" in out.stdout and f" {budget} " in out.stdout
     assert ("estimated total:" in out.stdout) or ("no measured throughput for" in out.stdout)
 
 
