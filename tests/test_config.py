@@ -162,9 +162,11 @@ def test_the_mini_ladder_and_the_quickstart_that_starts_from_its_anchors():
     assert {(r["N"], r["M"]) for r in rows} == {(64, 96)}  # one size: one anchor per model
     steps = ladder_steps(["experiment=mini"], rows)
     assert len(steps) == 2 and "lmbda=0.0932" in steps[0] and "lmbda=0.0018,0.0067,0.025,0.0932" in steps[1]
-    assert "trainer.max_steps=500" in steps[1] and not any(o.startswith("trainer.") for o in steps[0][1:])
     quick = config_for(["experiment=quickstart", "model=checkerboard", "lmbda=0.0018"])
     mini = config_for(["experiment=mini", "model=checkerboard", "lmbda=0.0932"])
+    # the fine-tunes get the mini's shorter schedule (ladder.finetune), the anchors its own
+    assert any(o.startswith("trainer.max_steps=") for o in mini.ladder.finetune)
+    assert set(mini.ladder.finetune) <= set(steps[1]) and not any(o.startswith("trainer.") for o in steps[0][1:])
     assert quick.init_from == str(REPO / "pretrained" / "checkerboard.pth")
     assert (quick.model.N, quick.model.M, quick.data.root) == (mini.model.N, mini.model.M, mini.data.root)
     assert quick.trainer.max_steps < mini.trainer.max_steps
