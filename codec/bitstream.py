@@ -8,6 +8,7 @@ bits = 8 * len(packed bytes): nothing is estimated from likelihoods.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from compressai.ops import compute_padding
 
+from codec.errors import LicSweepError
 from codec.models import entry_of
 
 
@@ -49,8 +51,35 @@ def encode(model, x: torch.Tensor) -> Encoded:
     image_hw = (x.shape[2], x.shape[3])
     if max(image_hw) > 65535:
         raise ValueError(f"image of {image_hw} pixels is too large for the 16-bit size header")
-    strings, y_hat = entry_of(model).coding.encode(model, pad(x))
+    with _finite_latents(model):
+        strings, y_hat = entry_of(model).coding.encode(model, pad(x))
     return Encoded(strings, image_hw, y_hat)
+
+
+class NonFiniteLatent(LicSweepError):
+    pass
+
+
+@contextlib.contextmanager
+def _finite_latents(model):
+    """Refuse a latent with inf or NaN before it reaches the entropy coder (which loops without end on
+    one): the outputs of every analysis transform (g_a, h_a). Finite weights can still overflow."""
+
+    def check(name):
+        def hook(_module, _args, out):
+            if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+                raise NonFiniteLatent(f"the model's {name} gives {int((~torch.isfinite(out)).sum())} non-finite "
+                                      "value(s) (inf or NaN) for this image, which cannot be entropy-coded; "
+                                      "its weights are out of range")
+        return hook
+
+    handles = [module.register_forward_hook(check(name)) for name, module in model.named_modules()
+               if name.rsplit(".", 1)[-1] in ("g_a", "h_a")]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _write_varint(n: int) -> bytes:

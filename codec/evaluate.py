@@ -22,11 +22,11 @@ import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
-from codec.checkpoint import load_checkpoint, write_json_atomic, write_text_atomic
+from codec.bitstream import NonFiniteLatent, decode, decode_mismatches, encode, pack, unpack
+from codec.checkpoint import CheckpointIdentity, model_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import channels_of, entry_for_state_dict, entry_of, registry_entry
+from codec.models import entry_of, registry_entry
 from codec.schema import CoderDevice, RunConfig
 
 RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
@@ -137,7 +137,10 @@ def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams
         x = to_tensor(img).to(device)
         _sync(device)
         t0 = time.perf_counter()
-        encoded = encode(model, x)
+        try:
+            encoded = encode(model, x)
+        except NonFiniteLatent as exc:
+            raise NonFiniteLatent(f"{path}: {exc}") from None
         data = pack(encoded)
         _sync(device)
         t1 = time.perf_counter()
@@ -246,28 +249,26 @@ def evaluate_run(config: RunConfig, model, run_dir: Path, tracker, **identity) -
 
 def load_model(path: str | Path):
     """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict; the architecture is the
-    checkpoint's own record, else the one registered model whose parameters have these names and shapes."""
-    ckpt = load_checkpoint(path)
-    state_dict = ckpt["state_dict"]
-    entry = _entry_of_checkpoint(ckpt)
-    try:
-        model = entry.build(*channels_of(state_dict))
-        model.load_state_dict(state_dict)
-    except (KeyError, RuntimeError) as exc:
-        raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
+    checkpoint's own record, else the one registered model whose parameters have these names and shapes.
+    Everything the file claims is checked first (codec.checkpoint.model_checkpoint)."""
+    model, ckpt, _ = _checked_model(path)
     return model, ckpt
 
 
-def checkpoint_identity(path: str | Path) -> tuple[str, float | None]:
-    """(model name, lambda or None) that a checkpoint records or that its state_dict shows."""
-    ckpt = load_checkpoint(path)
-    return _entry_of_checkpoint(ckpt).name, ckpt.get("lmbda")
+def _checked_model(path: str | Path):
+    ckpt, identity = model_checkpoint(path)
+    entry = registry_entry(identity.model)
+    try:
+        model = entry.build(identity.N, identity.M)
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
+    return model, ckpt, identity
 
 
-def _entry_of_checkpoint(ckpt: dict):
-    """The registry entry a checkpoint records (ours), else the one its parameters match (CompressAI's)."""
-    name = ckpt.get("model_meta", {}).get("name")
-    return registry_entry(name) if name else entry_for_state_dict(ckpt["state_dict"])
+def checkpoint_identity(path: str | Path) -> CheckpointIdentity:
+    """What a checkpoint records or its state_dict shows (model, N, M, lambda or None), checked."""
+    return model_checkpoint(path)[1]
 
 
 def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -276,13 +277,12 @@ def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     from codec.tracking import Tracker
     from codec.train import Distributed, pick_device
 
-    model, ckpt = load_model(config.checkpoint)
+    model, _, identity = _checked_model(config.checkpoint)
     model = model.to(pick_device(config.device, Distributed()))
-    N, M = channels_of(ckpt["state_dict"])
     tracker = Tracker(config, run_dir, None, extra_config={"checkpoint": str(config.checkpoint),
-                                                           "model": entry_of(model).name, "lmbda": ckpt.get("lmbda")})
+                                                           "model": identity.model, "lmbda": identity.lmbda})
     try:
-        return evaluate_run(config, model, run_dir, tracker, lmbda=ckpt.get("lmbda"), N=N, M=M,
+        return evaluate_run(config, model, run_dir, tracker, lmbda=identity.lmbda, N=identity.N, M=identity.M,
                             checkpoint=str(config.checkpoint))
     finally:
         tracker.finish()

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from codec.checkpoint import load_checkpoint, save_atomic, write_text_atomic
+from codec.checkpoint import model_checkpoint, save_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.models import DERIVED_BUFFERS, build_model
 from codec.provenance import git_commit
@@ -31,7 +31,7 @@ def base_checkpoint(source: Path, command: str) -> dict:
     casts them back to float32), buffers in float32, without the buffers a model rebuilds itself (entropy-coder tables,
     context masks), with the run's config and results and the provenance (source file and hash,
     commit, command, date)."""
-    ckpt = load_checkpoint(source)
+    ckpt, _ = model_checkpoint(source)
     if "model_meta" not in ckpt:
         raise LicSweepError(f"{source} is not a checkpoint written by run.py (no model_meta)")
     results_file = source.parent.parent / "results.json"
@@ -65,8 +65,10 @@ def anchors(sweep_dir: Path, lmbda: float | None = None) -> dict[str, Path]:
     for path in sorted((sweep_dir / "runs").glob("*/checkpoints/last.pth")):
         if not (path.parent.parent / "results.json").is_file():
             continue  # unfinished
-        ckpt = load_checkpoint(path)
-        name, own = ckpt["model_meta"]["name"], float(ckpt["lmbda"])
+        ckpt, identity = model_checkpoint(path)
+        name, own = identity.model, identity.lmbda
+        if own is None:
+            continue
         wanted = own == lmbda if lmbda is not None else ckpt["config"].get("init_from") is None
         if wanted and own > best.get(name, (-1.0, path))[0]:
             best[name] = (own, path)

@@ -9,7 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from codec.checkpoint import write_text_atomic
+from codec.checkpoint import valid_run_id, write_text_atomic
+from codec.errors import LicSweepError
 from codec.schema import RunConfig, as_dict
 
 
@@ -56,6 +57,9 @@ class Tracker:
         # job killed before its first checkpoint continues the same W&B run too.
         id_file = Path(run_dir) / RUN_ID_FILE
         run_id = run_id or (id_file.read_text().strip() if id_file.is_file() else None) or uuid.uuid4().hex[:12]
+        if not valid_run_id(run_id):  # wandb names folders after it: only its own characters
+            raise LicSweepError(f"{id_file}: {run_id[:80]!r} is not a W&B run id (1 to 64 letters, digits, _ or -); "
+                                "delete the file to start a new W&B run")
         options = dict(
             mode=os.environ.get("WANDB_MODE", log.mode), project=log.project, entity=log.entity,
             dir=str(Path(log.dir) if log.dir else run_dir), id=run_id,

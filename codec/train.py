@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from codec.checkpoint import (
     TrainState,
-    load_checkpoint,
+    model_checkpoint,
     restore_rng_state,
     save_atomic,
     train_state_of,
@@ -224,10 +224,10 @@ class Trainer:
             if explicit:
                 raise LicSweepError(f"resume={path}: no such checkpoint")
             return
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt, identity = model_checkpoint(path, map_location=self.device)
         state = train_state_of(ckpt, path)
-        saved, ours = ckpt.get("model_meta", {}), self._model_meta()
-        if saved and saved != ours:
+        saved, ours = {"name": identity.model, "N": identity.N, "M": identity.M}, self._model_meta()
+        if saved != ours:
             raise LicSweepError(f"{path} was written for {saved}, not {ours}; use another run directory")
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -247,7 +247,7 @@ class Trainer:
             raise LicSweepError(f"init_from={path} does not exist" + (
                 "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
                 "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt, identity = model_checkpoint(path, map_location=self.device)
         own = self.model.state_dict()
         # Buffers the model rebuilds (coder tables, masks) may be left out of a file (pretrained/ does)
         weights = {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS)}, **ckpt["state_dict"]}
@@ -268,8 +268,8 @@ class Trainer:
                                 "parameters only in lower precision (python -m codec.pretrained does)")
         self.model.load_state_dict(weights)
         if self.ddp.is_main:
-            print(f"initialised the weights from {path} ({ckpt.get('model_meta', {}).get('name', '?')}, "
-                  f"lambda {ckpt.get('lmbda', '?')}); optimizers and schedule start fresh")
+            print(f"initialised the weights from {path} ({identity.model}, lambda {identity.lmbda or '?'}); "
+                  "optimizers and schedule start fresh")
 
     def _model_meta(self) -> dict:
         m = self.config.model

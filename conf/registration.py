@@ -21,10 +21,11 @@ def _checkpoint_run_name(path: str, _mtime: float) -> str:
     from codec.evaluate import checkpoint_identity
 
     try:
-        name, lmbda = checkpoint_identity(path)
+        identity = checkpoint_identity(path)
     except Exception:  # unreadable or refused: the evaluation itself reports why
         return "eval_unknown"
-    return f"eval_{name}_lmbda{lmbda if lmbda is not None else 'unknown'}"
+    # checked: a registry name and a finite positive float, never a string from the file
+    return f"eval_{identity.model}_lmbda{identity.lmbda if identity.lmbda is not None else 'unknown'}"
 
 
 def run_name(task: str, model: str, lmbda: float, checkpoint: str | None) -> str:
