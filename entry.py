@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from codec.errors import LicSweepError
-from codec.schema import RunConfig, Task, validate
+from codec.schema import RunConfig, Task, refuse_unknown_keys, validate
 from conf.registration import CONFIG_DIR, register
 
 register()
@@ -53,6 +54,7 @@ def run_config(cfg: DictConfig, require_data: bool = True) -> RunConfig:
         cfg = cfg.copy()
         with open_dict(cfg):
             del cfg["hydra"]
+    refuse_unknown_keys(cfg)
     if not require_data and OmegaConf.is_missing(cfg.data, "root"):
         cfg = cfg.copy()
         cfg.data.root = ""
@@ -91,6 +93,18 @@ def exit_on_user_error(fn: Callable[[], Any]) -> Any:
     except LicSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+class RefuseUnknownKeys(Callback):
+    """Hydra callback (conf/config.yaml): a key the schema lacks (`+trainer.max_stepz=5`, `+db_password=...`)
+    stops the run or multirun before Hydra writes anything (.hydra/, multirun.yaml) or launches a job: one
+    line naming the key, exit status 2. Job-side, run_config refuses the same keys (API users, Slurm jobs)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_on_user_error(lambda: refuse_unknown_keys(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_on_user_error(lambda: refuse_unknown_keys(config))
 
 
 def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import io
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from codec.evaluate import ImageResult, list_eval_images, quality_metrics, to_tensor, write_results, results_record
+from codec.evaluate import (ImageResult, checked_results, quality_metrics, results_record, to_tensor, usable_images,
+                            write_results)
 from codec.errors import LicSweepError
-from codec.images import UnreadableImage, read_rgb
 
 FORMATS = {"jpeg": ("JPEG", {"subsampling": "4:2:0"}), "webp": ("WEBP", {"method": 4})}
 
@@ -38,20 +36,13 @@ def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images:
         raise LicSweepError(f"eval.classical_codecs: {codec!r} is not supported; choose from {', '.join(FORMATS)}")
     if not 1 <= quality <= 100:
         raise LicSweepError(f"eval.classical_qualities: {quality} must be between 1 and 100")
-    images, skipped = list_eval_images(folder, max_images)
-    per_image = []
-    for path in tqdm(images, desc=f"{codec} q{quality}", leave=False, dynamic_ncols=True):
-        try:
-            img = read_rgb(path)
-        except UnreadableImage as exc:
-            warnings.warn(f"skipped unreadable image {exc}", stacklevel=2)
-            skipped.append(str(path.relative_to(folder)))
-            continue
+    per_image, skipped = [], []
+    for name, _, img in usable_images(folder, max_images, skipped, f"{codec} q{quality}"):
         data, rec, enc, dec = code_image(img, codec, quality)
         psnr, ssim = quality_metrics(img, to_tensor(rec))
         h, w = img.shape[:2]
-        per_image.append(ImageResult(str(path.relative_to(folder)), h * w, 8 * len(data),
-                                     8 * len(data) / (h * w), psnr, ssim, enc, dec))
+        per_image.append(ImageResult(name, h * w, 8 * len(data), 8 * len(data) / (h * w), psnr, ssim, enc, dec))
+    per_image, skipped = checked_results(per_image, skipped, folder)
     return results_record(codec, folder, per_image, skipped, "cpu", lmbda=None, N=None, M=None, quality=quality)
 
 

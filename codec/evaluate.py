@@ -22,11 +22,11 @@ import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from codec.bitstream import NonFiniteLatent, decode, decode_mismatches, encode, pack, unpack
+from codec.bitstream import PAD_MULTIPLE, NonFiniteLatent, decode, decode_mismatches, encode, pack, unpack
 from codec.checkpoint import CheckpointIdentity, model_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import entry_of, registry_entry
+from codec.models import DERIVED_BUFFERS, entry_of, registry_entry
 from codec.schema import CoderDevice, RunConfig
 
 RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
@@ -75,8 +75,8 @@ def quality_metrics(original: np.ndarray, reconstruction: torch.Tensor) -> tuple
     mse = torch.mean((org - rec) ** 2).item()
     psnr = math.inf if mse == 0 else 20 * math.log10(255) - 10 * math.log10(mse)
     h, w = original.shape[:2]
-    # pytorch-msssim needs sides > 160 for its 5 scales; smaller images get NaN rather than a crash
-    ssim = ms_ssim(org, rec, data_range=255).item() if min(h, w) > 160 else float("nan")
+    # not defined under MS_SSIM_MIN_SIDE: NaN, left out of the set's mean (summarize)
+    ssim = ms_ssim(org, rec, data_range=255).item() if min(h, w) >= MS_SSIM_MIN_SIDE else float("nan")
     return psnr, ssim
 
 
@@ -121,12 +121,24 @@ def channels_last_transforms(model, enabled: bool = True):
             transform.to(memory_format=torch.contiguous_format)
 
 
-def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams, save_reconstructions):
-    images, skipped = list_eval_images(folder, max_images)
-    if skipped:  # stacklevel 3: the warning points at evaluate_model's caller
-        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {', '.join(skipped)}", stacklevel=3)
-    results = []
-    for path in tqdm(images, desc="evaluate", leave=False, dynamic_ncols=True):
+# The smallest side evaluated: one block of the models' padding (bitstream.PAD_MULTIPLE). A 1x1 image is
+# coded as a 64x64 block, so its bits per pixel (944 on a real model) would swamp a set's mean.
+MIN_SIDE = PAD_MULTIPLE
+# pytorch-msssim's five scales need more than 160 pixels a side; MS-SSIM is not defined below that.
+MS_SSIM_MIN_SIDE = 161
+
+
+def usable_images(folder: str | Path, max_images: int | None, skipped: list[str], desc: str):
+    """(name, path, HxWx3 uint8) for each image of an evaluation folder that can be evaluated, one at a
+    time. The rest are skipped with a warning naming the file and why, and their names added to
+    `skipped`: other files, files that do not decode (corrupt, or a decompression bomb: codec.images),
+    and images under MIN_SIDE pixels a side. Model and classical evaluation read images only here."""
+    folder = Path(folder)
+    images, others = list_eval_images(folder, max_images)
+    if others:  # stacklevel 3: the warning points at the evaluation's caller
+        warnings.warn(f"skipped {len(others)} non-image file(s) in {folder}: {', '.join(others)}", stacklevel=3)
+    skipped += others
+    for path in tqdm(images, desc=desc, leave=False, dynamic_ncols=True):
         name = str(path.relative_to(folder))
         try:
             img = read_rgb(path)
@@ -134,6 +146,18 @@ def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams
             warnings.warn(f"skipped unreadable image {exc}", stacklevel=3)
             skipped.append(name)
             continue
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            warnings.warn(f"skipped {path}: {w}x{h} pixels, under {MIN_SIDE} a side (one block of the models' "
+                          "padding: its bits per pixel would be mostly padding)", stacklevel=3)
+            skipped.append(name)
+            continue
+        yield name, path, img
+
+
+def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams, save_reconstructions):
+    results, skipped = [], []
+    for name, path, img in usable_images(folder, max_images, skipped, "evaluate"):
         x = to_tensor(img).to(device)
         _sync(device)
         t0 = time.perf_counter()
@@ -164,14 +188,30 @@ def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams
             (out_dir / "reconstructions").mkdir(parents=True, exist_ok=True)
             rec = (x_hat[0].cpu().permute(1, 2, 0).numpy() * 255).clip(0, 255).round().astype(np.uint8)
             Image.fromarray(rec).save(out_dir / "reconstructions" / f"{path.stem}.png")
+    return checked_results(results, skipped, folder)
+
+
+def checked_results(results: list[ImageResult], skipped: list[str], folder) -> tuple[list[ImageResult], list[str]]:
+    """The per-image results of a set, once every image is done: refused when there are none; a warning
+    names the images MS-SSIM is not defined for (the set's MS-SSIM is the mean over the others)."""
     if not results:
-        raise LicSweepError(f"eval.sets: none of the images in {folder} could be read")
+        raise LicSweepError(f"eval.sets: none of the images in {folder} could be evaluated (unreadable, or under "
+                            f"{MIN_SIDE} pixels a side)")
+    small = [r.image for r in results if math.isnan(r.ms_ssim)]
+    if small:
+        warnings.warn(f"MS-SSIM is not defined under {MS_SSIM_MIN_SIDE} pixels a side: {', '.join(small)} in "
+                      f"{folder}; the set's MS-SSIM is the mean over the other {len(results) - len(small)} image(s)",
+                      stacklevel=3)
     return results, skipped
 
 
 def summarize(per_image: list[ImageResult]) -> dict[str, float]:
+    """Means over the images; MS-SSIM over the images it is defined for (ms_ssim_images of them, NaN if none)."""
     rows = [asdict(r) for r in per_image]
-    summary = {k: float(np.mean([r[k] for r in rows])) for k in RESULT_FIELDS}
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in RESULT_FIELDS if k != "ms_ssim"}
+    defined = [r["ms_ssim"] for r in rows if not math.isnan(r["ms_ssim"])]
+    summary["ms_ssim"] = float(np.mean(defined)) if defined else float("nan")
+    summary["ms_ssim_images"] = len(defined)
     summary["num_images"] = len(rows)
     return summary
 
@@ -260,7 +300,9 @@ def _checked_model(path: str | Path):
     entry = registry_entry(identity.model)
     try:
         model = entry.build(identity.N, identity.M)
-        model.load_state_dict(ckpt["state_dict"])
+        # Buffers the model rebuilds (coder tables, context masks) may be left out of a file (pretrained/ does)
+        own = {k: v for k, v in model.state_dict().items() if k.endswith(DERIVED_BUFFERS)}
+        model.load_state_dict({**own, **ckpt["state_dict"]})
     except (KeyError, RuntimeError) as exc:
         raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
     return model, ckpt, identity

@@ -30,11 +30,15 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """The image at `path` as HxWx3 uint8; UnreadableImage if it cannot be decoded."""
+    """The image at `path` as HxWx3 uint8; UnreadableImage if it cannot be decoded, or if its header declares
+    more than twice PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: refused before any pixel is decoded).
+    Training, evaluation, the classical anchors and codec.prepare read images only through this."""
     try:
         with Image.open(path) as img:
             img.load()
             return to_rgb8(img)
+    except Image.DecompressionBombError as exc:  # a header declaring more pixels than PIL will decode
+        raise UnreadableImage(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from None
 

@@ -224,6 +224,44 @@ class RunConfig:
     run_name: str = II("run_name:${task},${model.name},${lmbda},${checkpoint}")
 
 
+def unknown_keys(cfg: Any, schema: type = RunConfig, prefix: str = "",
+                 ignore: tuple[str, ...] = ("hydra",)) -> list[tuple[str, type]]:
+    """(key, the schema class it was added to) for each key of a composed config (a DictConfig) that the
+    schema does not have: Hydra composes `+key=value` into a config even where the schema has no such key."""
+    import typing
+
+    from omegaconf import DictConfig, OmegaConf
+
+    fields = typing.get_type_hints(schema)
+    found = []
+    for key in cfg.keys():
+        if not prefix and key in ignore:
+            continue
+        if key not in fields:
+            found.append((f"{prefix}{key}", schema))
+        elif dataclasses.is_dataclass(fields[key]) and not OmegaConf.is_missing(cfg, key) \
+                and isinstance(child := cfg[key], DictConfig):
+            found += unknown_keys(child, fields[key], f"{prefix}{key}.")
+    return found
+
+
+def refuse_unknown_keys(cfg: Any) -> None:
+    """ConfigError naming the first key of `cfg` that the schema lacks, and the setting it may have meant.
+    Such keys are refused like typos: nothing reads them, and a secret passed as one would be recorded."""
+    import difflib
+
+    unknown = unknown_keys(cfg)
+    if not unknown:
+        return
+    key, schema = unknown[0]
+    parent = key.rpartition(".")[0]
+    near = difflib.get_close_matches(key.rpartition(".")[2], [f.name for f in dataclasses.fields(schema)], n=1)
+    hint = f"; did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+    more = f" (nor {', '.join(k for k, _ in unknown[1:4])})" if len(unknown) > 1 else ""
+    raise ConfigError(f"{key} is not a setting{more}{hint}; adding a key with + does not extend the schema "
+                      "(codec/schema.py), where every setting has its type and default")
+
+
 def as_dict(cfg: RunConfig) -> dict[str, Any]:
     """The config as plain JSON values (W&B config, checkpoints, the config fingerprint)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
