@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from codec.errors import LicSweepError
-from codec.schema import RunConfig, Task, refuse_unknown_keys, validate
+from codec.schema import RunConfig, Task, refuse_unknown_keys, refuse_unknown_override_keys, validate
 from conf.registration import CONFIG_DIR, register
 
 register()
@@ -104,7 +104,13 @@ class RefuseUnknownKeys(Callback):
         exit_on_user_error(lambda: refuse_unknown_keys(config))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        exit_on_user_error(lambda: refuse_unknown_keys(config))
+        # A key swept over (+db_password=a,b) is in no config yet: its name is checked from the overrides.
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        settings = [o.key_or_group for o in overrides if not o.key_or_group.startswith("hydra")
+                    and not o.is_delete() and not (CONFIG_DIR / o.key_or_group).is_dir()]
+        exit_on_user_error(lambda: (refuse_unknown_override_keys(settings), refuse_unknown_keys(config)))
 
 
 def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:

@@ -10,9 +10,11 @@ tar member's size is its length in the stream.)
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from codec.errors import LicSweepError
@@ -64,6 +66,22 @@ def _check_layout(archive: Path, entries: list[tuple[str, PurePosixPath, bool, i
                             "nothing was extracted")
 
 
+@contextlib.contextmanager
+def _undone_on_error(archive: Path, dest: Path, entries: list[tuple[str, PurePosixPath, bool, int]]):
+    """An archive that turns out corrupt while it is extracted (a member whose data fails its CRC or
+    declared size, a truncated stream): the files it had written are removed again (those that were not
+    there before), and one UnsafeArchive names it."""
+    before = {path for _, path, is_file, _ in entries if is_file and (dest / path).exists()}
+    try:
+        yield
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        for _, path, is_file, _ in entries:
+            if is_file and path not in before and (dest / path).is_file():
+                (dest / path).unlink()
+        raise UnsafeArchive(f"{archive}: cannot be unpacked ({type(exc).__name__}: {exc}); the files it had "
+                            "written were removed; fetch it again") from None
+
+
 def safe_extract(archive: str | Path, dest: str | Path, max_bytes: int | None = None,
                  reserved: tuple[str, ...] = (), limit_note: str = "") -> list[Path]:
     """Extract a .zip or tar archive (any compression) into `dest`; the paths written. `max_bytes` caps
@@ -80,7 +98,8 @@ def safe_extract(archive: str | Path, dest: str | Path, max_bytes: int | None = 
                     raise UnsafeArchive(f"{archive}: entry {info.filename!r} is a link; nothing was extracted")
                 entries.append((info.filename, path, not info.is_dir(), info.file_size))
             _check_layout(archive, entries, dest, max_bytes, reserved, limit_note)
-            zf.extractall(dest)
+            with _undone_on_error(archive, dest, entries):
+                zf.extractall(dest)
             return [dest / i.filename for i in zf.infolist() if not i.is_dir()]
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
@@ -93,6 +112,7 @@ def safe_extract(archive: str | Path, dest: str | Path, max_bytes: int | None = 
                                         "nothing was extracted")
                 entries.append((m.name, path, m.isfile(), m.size if m.isfile() else 0))
             _check_layout(archive, entries, dest, max_bytes, reserved, limit_note)
-            tf.extractall(dest, filter="data")
+            with _undone_on_error(archive, dest, entries):
+                tf.extractall(dest, filter="data")
             return [dest / m.name for m in members if m.isfile()]
     raise LicSweepError(f"{archive} is neither a zip nor a tar archive")

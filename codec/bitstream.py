@@ -29,6 +29,7 @@ class Encoded:
 
 
 PAD_MULTIPLE = 64  # six stride-2 stages (g_a then h_a)
+MAX_SIDE = 65535  # the size header's 16 bits per side
 
 
 def padded_hw(image_hw: tuple[int, int]) -> tuple[int, int]:
@@ -49,37 +50,50 @@ def crop(x_hat: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
 def encode(model, x: torch.Tensor) -> Encoded:
     """Compress one unpadded 1x3xHxW image in [0, 1]."""
     image_hw = (x.shape[2], x.shape[3])
-    if max(image_hw) > 65535:
+    if max(image_hw) > MAX_SIDE:
         raise ValueError(f"image of {image_hw} pixels is too large for the 16-bit size header")
-    with _finite_latents(model):
+    with _bounded_symbols(model):
         strings, y_hat = entry_of(model).coding.encode(model, pad(x))
     return Encoded(strings, image_hw, y_hat)
 
 
-class NonFiniteLatent(LicSweepError):
+class LatentOutOfRange(LicSweepError):
     pass
 
 
+# The largest |symbol| handed to the entropy coder. Trained models code values within a few hundred;
+# CompressAI's rANS coder loops without end on inf, NaN or values near 2^27 (int32 overflow).
+SYMBOL_LIMIT = 1 << 20
+
+
 @contextlib.contextmanager
-def _finite_latents(model):
-    """Refuse a latent with inf or NaN before it reaches the entropy coder (which loops without end on
-    one): the outputs of every analysis transform (g_a, h_a). Finite weights can still overflow."""
+def _bounded_symbols(model):
+    """Refuse a symbol that the entropy coder cannot code before it gets there: every route to the coder
+    (EntropyBottleneck, GaussianConditional, the latent codecs, fast_autoregressive) quantizes its
+    symbols with EntropyModel.quantize(..., "symbols", means), which is checked here for every entropy
+    model of `model` while the context lasts. Finite weights can still give such values."""
+    from compressai.entropy_models import EntropyModel
 
-    def check(name):
-        def hook(_module, _args, out):
-            if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
-                raise NonFiniteLatent(f"the model's {name} gives {int((~torch.isfinite(out)).sum())} non-finite "
-                                      "value(s) (inf or NaN) for this image, which cannot be entropy-coded; "
-                                      "its weights are out of range")
-        return hook
+    def checked(name, original):
+        def quantize(inputs, mode, means=None):
+            if mode == "symbols" and inputs.numel():
+                centred = inputs if means is None else inputs - means
+                worst = centred.abs().max()
+                if not bool(torch.isfinite(worst)) or worst >= SYMBOL_LIMIT:
+                    raise LatentOutOfRange(f"the model's {name} would entropy-code a value of {worst.item():.3g} "
+                                           f"(the coder takes finite values under {SYMBOL_LIMIT:,}); its weights "
+                                           "are out of range for this image")
+            return original(inputs, mode, means)
+        return quantize
 
-    handles = [module.register_forward_hook(check(name)) for name, module in model.named_modules()
-               if name.rsplit(".", 1)[-1] in ("g_a", "h_a")]
+    models = [(name, module) for name, module in model.named_modules() if isinstance(module, EntropyModel)]
+    for name, module in models:
+        module.quantize = checked(name, module.quantize)  # an instance attribute over the class's method
     try:
         yield
     finally:
-        for h in handles:
-            h.remove()
+        for _, module in models:
+            del module.quantize
 
 
 def _write_varint(n: int) -> bytes:

@@ -110,6 +110,9 @@ class InvalidCheckpoint(LicSweepError):
 # W&B run ids: its own are 8 lowercase letters and digits, ours 12 hex digits; wandb forbids / \ # ? % :
 # and uses the id in folder names, so nothing but these characters may come from a file.
 WANDB_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Trained entropy bottlenecks have quantiles within a few tens; CompressAI's update() builds a table as
+# wide as their range.
+MAX_QUANTILE = 1e4
 
 
 def valid_run_id(value: Any) -> bool:
@@ -145,11 +148,21 @@ def model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu")
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise refuse(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.device.type == "meta" or value.is_complex() or value.is_quantized:
+            raise refuse(f"tensor {key} is a {value.layout} {value.dtype} tensor on {value.device.type}; a model's "
+                         "weights are dense real tensors")
         # A view can declare any size over a tiny storage (zeros(1).expand(200000, 3, 5, 5)): a model of
         # that size would then be built. A saved parameter always has its own values.
         if value.numel() and value.untyped_storage().nbytes() < value.numel() * value.element_size():
             raise refuse(f"tensor {key} declares shape {tuple(value.shape)} ({value.numel()} values) but the file "
                          f"holds {value.untyped_storage().nbytes() // value.element_size()} for it")
+        if any(stride == 0 and size > 1 for stride, size in zip(value.stride(), value.shape)):
+            raise refuse(f"tensor {key} repeats its values (a broadcast view, stride 0 along a dimension of "
+                         "size > 1); a saved weight has its own values")
+    storages = {v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in state_dict.values()}
+    declared = sum(v.numel() * v.element_size() for v in state_dict.values())
+    if declared > sum(storages.values()):  # views that overlap each other: more values than the file holds
+        raise refuse(f"its tensors declare {declared:,} bytes of values but the file holds {sum(storages.values()):,}")
     meta = ckpt.get("model_meta")
     if meta is not None and not isinstance(meta, dict):
         raise refuse(f"field model_meta is a {type(meta).__name__}, not a record of model name, N and M")
@@ -182,14 +195,23 @@ def model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu")
             bad = int((~torch.isfinite(value)).sum())
             raise refuse(f"tensor {key} holds {bad} non-finite value(s) (inf or NaN); a model with them cannot be "
                          "entropy-coded. Use an earlier checkpoint of the run")
+        # The entropy bottleneck's coder table spans its quantiles: wider ones overflow int32 in update()
+        if key.endswith("quantiles") and value.numel() and float(value.abs().max()) > MAX_QUANTILE:
+            raise refuse(f"tensor {key} reaches {float(value.abs().max()):.3g}; an entropy bottleneck's quantiles "
+                         f"lie within +-{MAX_QUANTILE:g} (its coder table would not fit)")
     lmbda = ckpt.get("lmbda")
-    if lmbda is not None and (isinstance(lmbda, bool) or not isinstance(lmbda, (int, float))
-                              or not math.isfinite(lmbda) or lmbda <= 0):
-        raise refuse(f"field lmbda is {_shown(lmbda)}; it must be a finite positive number")
+    if lmbda is not None:
+        try:
+            number = float(lmbda) if isinstance(lmbda, (int, float)) and not isinstance(lmbda, bool) else math.nan
+        except OverflowError:  # an int of 400 digits
+            number = math.inf
+        if not math.isfinite(number) or number <= 0:
+            raise refuse(f"field lmbda is {_shown(lmbda)}; it must be a finite positive number")
+        lmbda = number
     run_id = ckpt.get("wandb_run_id")
     if run_id is not None and not valid_run_id(run_id):
         raise refuse(f"field wandb_run_id is {_shown(run_id)}; W&B run ids are 1 to 64 letters, digits, _ or -")
-    return ckpt, CheckpointIdentity(entry.name, N, M, None if lmbda is None else float(lmbda), run_id)
+    return ckpt, CheckpointIdentity(entry.name, N, M, lmbda, run_id)
 
 
 def _shown(value: Any) -> str:
@@ -290,4 +312,12 @@ def train_state_of(ckpt: dict, path: Path) -> TrainState:
     if "optimizer" not in ckpt:
         raise LicSweepError(f"{path} is a bare state_dict; it cannot resume training")
     # every field has a default: a checkpoint written before a field existed still resumes
-    return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
+    values = {f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt}
+    kinds = {"epoch": int, "step": int, "batch_in_epoch": int, "best_loss": (int, float),
+             "wandb_run_id": (str, type(None)), "skipped_files": list}
+    for name, value in values.items():
+        if not isinstance(value, kinds[name]) or isinstance(value, bool) or (kinds[name] is int and value < 0) \
+                or (name == "skipped_files" and not all(isinstance(v, str) for v in value)):
+            raise InvalidCheckpoint(f"checkpoint {path} refused: field {name} is {_shown(value)}, not what "
+                                    "training records there")
+    return TrainState(**values)

@@ -147,18 +147,18 @@ class TooLarge(LicSweepError):
 def _download(url: str, part: Path, limit: int, declared: bool) -> None:
     """Append the rest of `url` to `part` (resuming from its current size), reading at most `limit` bytes
     in all: a source that sends more (or says it will) is refused and what arrived is kept aside."""
-    what = "the manifest declares" if declared else "allowed for a file of unknown size (--max-size)"
+    what = "the size the manifest declares" if declared else "--max-size, for a file the manifest gives no size for"
 
-    def too_large(sent: str) -> TooLarge:
+    def too_large(happened: str) -> TooLarge:
         rejected = part.with_name(part.name[:-len(".part")] + ".rejected")
         if part.exists():
             part.replace(rejected)
-        return TooLarge(f"{url}: {sent}, more than the {limit:,} bytes {what}; stopped reading"
+        return TooLarge(f"{url}: {happened}, over the limit of {limit:,} bytes ({what}); stopped reading"
                         + (f", what arrived is kept aside as {rejected}" if rejected.exists() else ""))
 
     offset = part.stat().st_size if part.exists() else 0
     if offset > limit:
-        raise too_large(f"{offset:,} bytes are already in {part}")
+        raise too_large(f"{part} already holds {offset:,} bytes")
     if declared and offset == limit:
         return
 
@@ -233,6 +233,9 @@ def fetched(target: Path, m: Manifest) -> dict | None:
     if not isinstance(files, dict) or not files or not all(
             isinstance(name, str) and isinstance(size, int) and _file_size(target, name) == size
             for name, size in files.items()):
+        return None
+    images = sum(1 for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    if record.get("images") != images or m.num_images is not None and images != m.num_images:
         return None
     return record
 

@@ -22,7 +22,7 @@ import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from codec.bitstream import PAD_MULTIPLE, NonFiniteLatent, decode, decode_mismatches, encode, pack, unpack
+from codec.bitstream import MAX_SIDE, PAD_MULTIPLE, LatentOutOfRange, decode, decode_mismatches, encode, pack, unpack
 from codec.checkpoint import CheckpointIdentity, model_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
@@ -132,7 +132,8 @@ def usable_images(folder: str | Path, max_images: int | None, skipped: list[str]
     """(name, path, HxWx3 uint8) for each image of an evaluation folder that can be evaluated, one at a
     time. The rest are skipped with a warning naming the file and why, and their names added to
     `skipped`: other files, files that do not decode (corrupt, or a decompression bomb: codec.images),
-    and images under MIN_SIDE pixels a side. Model and classical evaluation read images only here."""
+    and images under MIN_SIDE or over MAX_SIDE pixels a side. Model and classical evaluation read images
+    only here."""
     folder = Path(folder)
     images, others = list_eval_images(folder, max_images)
     if others:  # stacklevel 3: the warning points at the evaluation's caller
@@ -147,9 +148,11 @@ def usable_images(folder: str | Path, max_images: int | None, skipped: list[str]
             skipped.append(name)
             continue
         h, w = img.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            warnings.warn(f"skipped {path}: {w}x{h} pixels, under {MIN_SIDE} a side (one block of the models' "
-                          "padding: its bits per pixel would be mostly padding)", stacklevel=3)
+        why = (f"under {MIN_SIDE} a side (one block of the models' padding: its bits per pixel would be mostly "
+               "padding)" if min(h, w) < MIN_SIDE else
+               f"over {MAX_SIDE} a side (the bitstream's 16-bit size header)" if max(h, w) > MAX_SIDE else "")
+        if why:
+            warnings.warn(f"skipped {path}: {w}x{h} pixels, {why}", stacklevel=3)
             skipped.append(name)
             continue
         yield name, path, img
@@ -163,8 +166,8 @@ def _evaluate_images(model, folder, device, max_images, out_dir, save_bitstreams
         t0 = time.perf_counter()
         try:
             encoded = encode(model, x)
-        except NonFiniteLatent as exc:
-            raise NonFiniteLatent(f"{path}: {exc}") from None
+        except LatentOutOfRange as exc:
+            raise LatentOutOfRange(f"{path}: {exc}") from None
         data = pack(encoded)
         _sync(device)
         t1 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,17 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """The image at `path` as HxWx3 uint8; UnreadableImage if it cannot be decoded, or if its header declares
-    more than twice PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: refused before any pixel is decoded).
+    more than PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: refused before any pixel is decoded).
     Training, evaluation, the classical anchors and codec.prepare read images only through this."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb8(img)
-    except Image.DecompressionBombError as exc:  # a header declaring more pixels than PIL will decode
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS (89.5 M) and refuses above twice that: both refuse here,
+            # from the header, before a pixel is decoded
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb8(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableImage(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from None

@@ -227,10 +227,20 @@ class RunConfig:
 def unknown_keys(cfg: Any, schema: type = RunConfig, prefix: str = "",
                  ignore: tuple[str, ...] = ("hydra",)) -> list[tuple[str, type]]:
     """(key, the schema class it was added to) for each key of a composed config (a DictConfig) that the
-    schema does not have: Hydra composes `+key=value` into a config even where the schema has no such key."""
+    schema does not have: Hydra composes `+key=value` into a config even where the schema has no such key.
+    Dict-typed settings (model.channels) are checked entry by entry against their value's schema."""
     import typing
 
     from omegaconf import DictConfig, OmegaConf
+
+    def schema_of(kind):
+        """The dataclass a DictConfig under this annotation follows, and whether it is a dict of them."""
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) is typing.Union and len(args) == 1:
+            kind = args[0]
+        if typing.get_origin(kind) is dict and dataclasses.is_dataclass(typing.get_args(kind)[1]):
+            return typing.get_args(kind)[1], True
+        return (kind, False) if dataclasses.is_dataclass(kind) else (None, False)
 
     fields = typing.get_type_hints(schema)
     found = []
@@ -239,10 +249,27 @@ def unknown_keys(cfg: Any, schema: type = RunConfig, prefix: str = "",
             continue
         if key not in fields:
             found.append((f"{prefix}{key}", schema))
-        elif dataclasses.is_dataclass(fields[key]) and not OmegaConf.is_missing(cfg, key) \
-                and isinstance(child := cfg[key], DictConfig):
-            found += unknown_keys(child, fields[key], f"{prefix}{key}.")
+            continue
+        child_schema, is_dict = schema_of(fields[key])
+        if child_schema is None or OmegaConf.is_missing(cfg, key) or not isinstance(child := cfg[key], DictConfig):
+            continue
+        if not is_dict:
+            found += unknown_keys(child, child_schema, f"{prefix}{key}.")
+            continue
+        for entry in child.keys():
+            if not OmegaConf.is_missing(child, entry) and isinstance(value := child[entry], DictConfig):
+                found += unknown_keys(value, child_schema, f"{prefix}{key}.{entry}.")
     return found
+
+
+def refuse_unknown_override_keys(keys: list[str]) -> None:
+    """refuse_unknown_keys for setting names alone (a multirun's overrides, before any job is composed)."""
+    from omegaconf import OmegaConf
+
+    probe = OmegaConf.create()
+    for key in keys:
+        OmegaConf.update(probe, key, None, force_add=True)
+    refuse_unknown_keys(probe)
 
 
 def refuse_unknown_keys(cfg: Any) -> None:
@@ -258,8 +285,8 @@ def refuse_unknown_keys(cfg: Any) -> None:
     near = difflib.get_close_matches(key.rpartition(".")[2], [f.name for f in dataclasses.fields(schema)], n=1)
     hint = f"; did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
     more = f" (nor {', '.join(k for k, _ in unknown[1:4])})" if len(unknown) > 1 else ""
-    raise ConfigError(f"{key} is not a setting{more}{hint}; adding a key with + does not extend the schema "
-                      "(codec/schema.py), where every setting has its type and default")
+    raise ConfigError(f"{key} is not a setting{more}{hint}; every setting is in the schema (codec/schema.py) "
+                      "with its type and default, and + on the command line cannot add one")
 
 
 def as_dict(cfg: RunConfig) -> dict[str, Any]:
