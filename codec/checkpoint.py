@@ -80,6 +80,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # Python object (which is how a checkpoint can run code when it is loaded) is refused unread.
         with warnings.catch_warnings():  # a plain pickle's protocol is reported below, not as torch's warning
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")  # refused below
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")

@@ -74,6 +74,22 @@ HOSTILE_CHECKPOINTS = {
                     r"g_a\.2\.weight \(8, 9, 5, 5\) where factorized N=8 M=12 has \(8, 8, 5, 5\)"),
     "extra_tensor": ({"tensors": {"g_a.99.weight": torch.zeros(3)}}, r"g_a\.99\.weight is not a tensor of factorized"),
     "not_a_tensor": ({"tensors": {"g_a.0.bias": "x" * 10}}, r"state_dict entry 'g_a\.0\.bias' is a str, not a tensor"),
+    "lambda_400_digits": ({"lmbda": 10 ** 400}, r"field lmbda is 1000.*\(a int\); it must be a finite positive"),
+    "lambda_true": ({"lmbda": True}, r"field lmbda is True \(a bool\)"),
+    "sparse_weight": ({"tensors": {"g_a.0.weight": torch.zeros(8, 3, 5, 5).to_sparse()}},
+                      r"tensor g_a\.0\.weight is a torch\.sparse_coo"),
+    "complex_weight": ({"tensors": {"g_a.0.weight": torch.zeros(8, 3, 5, 5, dtype=torch.complex64)}},
+                       r"tensor g_a\.0\.weight is a torch\.strided torch\.complex64 tensor"),
+    "broadcast_view_of_a_real_storage": ({"tensors": {"g_a.0.weight": torch.zeros(600).as_strided((8, 3, 5, 5),
+                                                                                                  (0, 25, 5, 1))}},
+                                         r"tensor g_a\.0\.weight repeats its values \(a broadcast view"),
+    "views_sharing_one_storage": ({"tensors": (lambda base: {"g_a.0.weight": base[:600].view(8, 3, 5, 5),
+                                                             "g_a.2.weight": base[:1600].view(8, 8, 5, 5),
+                                                             "g_a.4.weight": base[:1600].view(8, 8, 5, 5)})(
+                                      torch.zeros(1600))},
+                                  r"its tensors declare [\d,]+ bytes of values but the file holds [\d,]+$"),
+    "quantiles_of_1e5": ({"tensors": {"entropy_bottleneck.quantiles": torch.full((12, 1, 3), 1e5)}},
+                         r"tensor entropy_bottleneck\.quantiles reaches 1e\+05"),
 }
 
 
@@ -144,7 +160,7 @@ def test_evaluating_a_checkpoint_that_used_to_hang_or_exhaust_memory_ends_with_o
     end; a 1.5 MB file made loading allocate 160 GB."""
     changes, needle = {
         "finite_weights_that_overflow": ({"tensors": {"g_a.0.weight": build_model("factorized", 8, 12).state_dict()[
-            "g_a.0.weight"] * 1e36}}, "the model's g_a gives"),
+            "g_a.0.weight"] * 1e36}}, "the model's entropy_bottleneck would entropy-code a value of"),
         "inf_weight": (HOSTILE_CHECKPOINTS["inf_weight"][0], "tensor g_a.0.weight holds 1 non-finite"),
         "declares_160_gb": (HOSTILE_CHECKPOINTS["declares_160_gb"][0], "tensor g_a.0.weight declares shape"),
     }[case]
@@ -154,6 +170,37 @@ def test_evaluating_a_checkpoint_that_used_to_hang_or_exhaust_memory_ends_with_o
     _one_clear_line(out, needle)
     assert time.monotonic() - start < 60
     assert not (tmp_path / "eval" / "results.json").exists()
+
+
+@pytest.mark.parametrize("name, key", [("factorized", "g_a.6.bias"), ("hyperprior", "g_a.6.bias"),
+                                       ("joint_autoregressive", "entropy_parameters.4.bias"),
+                                       ("checkerboard", "latent_codec.y.entropy_parameters.4.bias"),
+                                       ("mean_scale_hyperprior", "h_s.4.bias")])
+def test_finite_weights_that_give_symbols_the_coder_cannot_take_are_refused_naming_the_image(tmp_path, name, key):
+    """CompressAI's rANS coder loops without end on symbols near 2^27 (int32 overflow), finite or not: a latent
+    (g_a) or a mean (entropy parameters, h_s) of 1e9 used to hang evaluation; every route to the coder
+    (each model's coding) is checked where it quantizes its symbols."""
+    from codec.bitstream import LatentOutOfRange
+
+    torch.manual_seed(0)
+    model = build_model(name, 8, 12)
+    with torch.no_grad():
+        model.state_dict()[key].fill_(1e9)
+    folder = small_eval_folder(tmp_path, count=1)
+    start = time.monotonic()
+    with pytest.raises(LatentOutOfRange, match=rf"{folder / 'kodim01.png'}: the model's \S+ would entropy-code a "
+                                               r"value of -?[\d.]+e\+\d+ \(the coder takes"):
+        evaluate_model(model, folder)
+    assert time.monotonic() - start < 30
+
+
+def test_a_resume_state_of_the_wrong_type_is_refused(tmp_path):
+    from codec.checkpoint import train_state_of
+
+    path = _checkpoint(tmp_path / "last.pth", optimizer={}, step="5; rm -rf /")
+    ckpt, _ = model_checkpoint(path)
+    with pytest.raises(InvalidCheckpoint, match=r"field step is '5; rm -rf /' \(a str\), not what training records"):
+        train_state_of(ckpt, path)
 
 
 def test_resuming_from_a_last_pth_with_a_hostile_wandb_id_is_refused(tmp_path):
@@ -213,7 +260,8 @@ def test_a_plain_pickle_of_tensors_only_is_still_read(tmp_path):
 @pytest.mark.parametrize("override, key", [("+trainer.max_stepz=5", "trainer.max_stepz"),
                                            ("+logger.api_key=k-123", "logger.api_key"),
                                            ("+db_password=hunter2", "db_password"),
-                                           ("+model.extra.deep=1", "model.extra")])
+                                           ("+model.extra.deep=1", "model.extra"),
+                                           ("+model.channels.low.api_key=k-123", "model.channels.low.api_key")])
 def test_appending_a_key_the_schema_lacks_is_refused_like_a_typo(tmp_path, override, key):
     with pytest.raises(ConfigError, match=rf"^{key} is not a setting"):
         config_for(tiny_overrides(tmp_path, "model=factorized", override))
@@ -228,9 +276,10 @@ def test_appending_a_known_key_or_a_hydra_key_still_works(tmp_path):
 def test_a_secret_appended_on_the_command_line_stops_before_hydra_writes_anything(tmp_path, multirun):
     secret = "hunter2-0123456789"
     out_dir = tmp_path / "out"
+    # a multirun sweeps over the appended key: it is in no composed config before the jobs start
     cmd = [sys.executable, "run.py", *(["-m", "lmbda=0.01,0.02"] if multirun else []),
-           *tiny_overrides(tmp_path, "model=factorized"), f"+db_password={secret}", f"hydra.run.dir={out_dir}",
-           f"hydra.sweep.dir={out_dir}"]
+           *tiny_overrides(tmp_path, "model=factorized"), f"+db_password={secret}" + (",other" if multirun else ""),
+           f"hydra.run.dir={out_dir}", f"hydra.sweep.dir={out_dir}"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env())
     _one_clear_line(out, "db_password is not a setting")
     assert not out_dir.exists()
@@ -272,6 +321,24 @@ def test_a_decompression_bomb_and_a_1x1_image_are_skipped_by_name_and_do_not_ske
 
     summary = summarize(results)
     assert summary["ms_ssim"] == pytest.approx(reference[0].ms_ssim) and summary["ms_ssim_images"] == 1
+
+
+def test_images_over_the_pixel_limit_or_the_size_header_are_skipped_before_decoding(tmp_path):
+    """PIL only warns between MAX_IMAGE_PIXELS and twice that, and decodes (a 13000x13000 PNG of 164 KB is
+    507 MB decoded, and far more in the model): refused here from the header. A side over 65535 does not
+    fit the bitstream's size header, and used to abort the whole evaluation."""
+    from codec.images import UnreadableImage, read_rgb
+
+    just_over = _png_bomb(tmp_path / "just_over.png", side=int(Image.MAX_IMAGE_PIXELS ** 0.5) + 1)
+    with pytest.raises(UnreadableImage, match=r"just_over\.png: Image size \(\d+ pixels\) exceeds limit"):
+        read_rgb(just_over)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "kodim01.png").write_bytes((small_eval_folder(tmp_path, count=1) / "kodim01.png").read_bytes())
+    Image.new("RGB", (70000, 64)).save(folder / "wide.png")
+    with pytest.warns(UserWarning, match=r"wide\.png: 70000x64 pixels, over 65535 a side"):
+        results, skipped = evaluate_model(build_model("factorized", 8, 12), folder)
+    assert [r.image for r in results] == ["kodim01.png"] and skipped == ["wide.png"]
 
 
 def test_a_folder_of_only_hostile_images_is_refused_naming_it(tmp_path):
@@ -364,17 +431,20 @@ def endless_server():
         server.shutdown()
 
 
+def _small_archive(manifest_of, **entry_changes) -> Path:
+    write, mirror = manifest_of
+    archive = _zip_bytes([("a.png", b"x" * 1000)], mirror / "set.zip")
+    write(archive, **entry_changes)
+    return archive
+
+
 def test_a_server_that_sends_more_than_the_manifest_declares_is_cut_off_at_that_size(tmp_path, manifest_of,
                                                                                         endless_server):
-    write, mirror = manifest_of
-    archive = mirror / "set.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("a.png", b"x" * 1000)
-    write(archive)
-    url, handler = endless_server()
+    archive = _small_archive(manifest_of)
+    url, _ = endless_server()
     start = time.monotonic()
-    with pytest.raises(TooLarge, match=rf"the source sends more, more than the {archive.stat().st_size:,} bytes the "
-                                       "manifest declares; stopped reading, what arrived is kept aside"):
+    with pytest.raises(TooLarge, match=rf"the source sends more, over the limit of {archive.stat().st_size:,} bytes "
+                                       r"\(the size the manifest declares\); stopped reading, what arrived is kept"):
         fetch("hostile", tmp_path / "sets", source=url)
     assert time.monotonic() - start < 30
     rejected = tmp_path / "sets" / "hostile" / ".downloads" / "set.zip.rejected"
@@ -384,23 +454,18 @@ def test_a_server_that_sends_more_than_the_manifest_declares_is_cut_off_at_that_
 
 def test_a_server_announcing_more_than_the_manifest_declares_is_refused_before_reading(tmp_path, manifest_of,
                                                                                        endless_server):
-    write, mirror = manifest_of
-    archive = mirror / "set.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("a.png", b"x" * 1000)
-    write(archive)
-    url, handler = endless_server(announce=64 << 20)
-    with pytest.raises(TooLarge, match=r"the server announces 67,108,864 bytes"):
+    _small_archive(manifest_of)
+    url, _ = endless_server(announce=64 << 20)
+    with pytest.raises(TooLarge, match=r"the server announces 67,108,864 bytes, over the limit"):
         fetch("hostile", tmp_path / "sets", source=url)
+    assert not any((tmp_path / "sets" / "hostile" / ".downloads").iterdir())  # not a byte written
 
 
 def test_a_file_of_unknown_size_is_read_up_to_max_size_only(tmp_path, manifest_of, endless_server):
-    write, mirror = manifest_of
-    archive = mirror / "set.zip"
-    archive.write_bytes(b"-")
-    write(archive, sha256=None, size=None)
-    url, handler = endless_server()
-    with pytest.raises(TooLarge, match=r"more than the 1,048,576 bytes allowed for a file of unknown size \(--max-size\)"):
+    _small_archive(manifest_of, sha256=None, size=None)
+    url, _ = endless_server()
+    with pytest.raises(TooLarge, match=r"over the limit of 1,048,576 bytes \(--max-size, for a file the manifest "
+                                       "gives no size for\)"):
         fetch("hostile", tmp_path / "sets", source=url, trust_first_download=True, max_size=1 << 20)
     assert (tmp_path / "sets" / "hostile" / ".downloads" / "set.zip.rejected").stat().st_size == 1 << 20
     assert datasets.main(["fetch", "hostile", "--dest", str(tmp_path / "sets"), "--source", url,
@@ -408,15 +473,11 @@ def test_a_file_of_unknown_size_is_read_up_to_max_size_only(tmp_path, manifest_o
 
 
 def test_a_mirror_file_longer_than_declared_is_cut_off(tmp_path, manifest_of):
-    write, mirror = manifest_of
-    archive = mirror / "set.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("a.png", b"x" * 1000)
-    write(archive)
+    archive = _small_archive(manifest_of)
     declared = archive.stat().st_size
     archive.write_bytes(archive.read_bytes() + b"\0" * (4 << 20))
-    with pytest.raises(TooLarge, match=rf"more than the {declared:,} bytes the manifest declares"):
-        fetch("hostile", tmp_path / "sets", source=str(mirror))
+    with pytest.raises(TooLarge, match=rf"over the limit of {declared:,} bytes \(the size the manifest declares"):
+        fetch("hostile", tmp_path / "sets", source=str(manifest_of[1]))
 
 
 def _zip_bytes(entries: list[tuple[str, bytes]], path: Path) -> Path:
@@ -492,7 +553,31 @@ def test_colliding_or_reserved_archive_entries_are_refused_before_anything_is_wr
     assert not any(dest.rglob("*"))
 
 
-def test_an_entry_over_a_file_already_in_the_destination_is_refused(tmp_path):
+def test_a_zip_member_that_fails_its_crc_is_refused_and_what_it_wrote_is_removed(tmp_path):
+    """A zip whose directory understates a member's size: zipfile stops at the declared size and fails the
+    CRC; that used to end fetch in a raw BadZipFile with the earlier members left behind."""
+    archive = _zip_bytes([("a.png", b"1" * 1000), ("b.png", b"A" * 100000)], tmp_path / "a.zip")
+    raw = bytearray(archive.read_bytes())
+    second = raw.find(b"PK\x01\x02", raw.find(b"PK\x01\x02") + 4)  # b.png's central directory record
+    struct.pack_into("<I", raw, second + 24, 10)  # its uncompressed size: 10 bytes
+    archive.write_bytes(raw)
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchive, match=r"a\.zip: cannot be unpacked \(BadZipFile: Bad CRC-32 for file 'b\.png'\); "
+                                            "the files it had written were removed"):
+        safe_extract(archive, dest)
+    assert not [p for p in dest.rglob("*") if p.is_file()]
+
+
+def test_a_fetch_record_with_fewer_images_than_the_manifest_is_not_trusted(tmp_path, manifest_of):
+    write, mirror = manifest_of
+    archive = _zip_bytes([("a.png", (KODAK / "kodim01.png").read_bytes())], mirror / "set.zip")
+    write(archive, num_images=1)
+    folder = fetch("hostile", tmp_path / "sets", source=str(mirror))
+    write(archive, num_images=41)  # the manifest now says 41: a record of one image is not that set
+    assert fetched(folder, datasets.manifest("hostile")) is None
+
+
+def test_an_entry_that_needs_a_folder_where_a_file_is_is_refused(tmp_path):
     archive = _zip_bytes([("d/x.png", b"x")], tmp_path / "a.zip")
     (tmp_path / "dest").mkdir()
     (tmp_path / "dest" / "d").write_text("already here")

@@ -26,13 +26,18 @@ def test_bf16_trains_near_fp32_and_its_bitstreams_decode_exactly(tmp_path, model
         summary = train_and_evaluate(config, tmp_path / precision)
         assert summary["train_steps"] == 6 and torch.isfinite(torch.tensor(summary["best_val_loss"]))
         runs[precision] = summary
-    # the same 6 steps from the same start: bf16 rounding moves the weights only a little (tolerance: 5% of
-    # the largest fp32 weight change over the run, measured 0.07-2.2% here for these three)
+    # the same 6 steps from the same start: bf16 rounding moves each transform's weights only a little. The
+    # distance bf16-fp32 relative to fp32's own move over the run, per transform (L2 over its parameters),
+    # measured at most 4.1% (the hyperprior's h_s) on a CPU without native bf16 (2026-11-30); the largest
+    # single element is no measure: Adam turns a rounding flip of a tiny gradient into a whole step.
     start = build_trainer(config_for(tiny_overrides(tmp_path, f"model={model}")), tmp_path / "fresh").model.state_dict()
     w32, w16 = _weights(tmp_path / "32" / "checkpoints" / "last.pth"), _weights(tmp_path / "bf16" / "checkpoints" / "last.pth")
-    for key in ("g_a.0.weight", "g_s.6.weight", "h_s.0.weight"):
-        moved = (w32[key] - start[key]).abs().max()
-        assert 0 < (w16[key] - w32[key]).abs().max() < 0.05 * moved + 1e-6, key
+    for transform in ("g_a", "g_s", "h_a", "h_s"):
+        keys = [k for k in w32 if k.startswith(transform + ".") and k.endswith(("weight", "bias"))]
+        apart = sum(float((w16[k] - w32[k]).pow(2).sum()) for k in keys) ** 0.5
+        moved = sum(float((w32[k] - start[k]).pow(2).sum()) for k in keys) ** 0.5
+        assert 0 < apart < 0.10 * moved, (transform, apart, moved)
+    assert runs["bf16"]["best_val_loss"] == pytest.approx(runs["32"]["best_val_loss"], rel=1e-3)
     assert w16["g_a.0.weight"].dtype == torch.float32  # the weights stay float32
     # evaluation is float32 and the real bitstream decodes to what was encoded
     trainer = build_trainer(config_for(tiny_overrides(tmp_path, f"model={model}", "trainer.precision=bf16")),
