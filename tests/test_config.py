@@ -116,11 +116,11 @@ def test_a_typo_in_a_users_own_experiment_file_stops_before_any_work(tmp_path):
     assert good_config.trainer.clip_max_norm == 2.0
 
 
-def test_a_typo_on_the_command_line_exits_with_one_line():
-    out = subprocess.run([sys.executable, "run.py", "trainer.clip_max_nrom=2"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+def test_a_typo_on_the_command_line_exits_with_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "run.py", "trainer.clip_max_nrom=2", f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "trainer.clip_max_nrom" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
 
 
 def test_cli_shows_resolved_protocol_and_rejects_bad_values():

@@ -81,6 +81,12 @@ def test_a_partial_download_resumes_from_where_it_stopped(mirror, tmp_path):
     downloads = tmp_path / "sets" / "tiny" / ".downloads"
     downloads.mkdir(parents=True)
     half = archive.stat().st_size // 2
+    # a wrong first half of the right length: a fetch that resumes keeps it (and the checksum refuses the
+    # result); one that started again from byte 0 would succeed
+    (downloads / "tiny_valid.zip.part").write_bytes(b"\0" * half)
+    with pytest.raises(ChecksumMismatch, match="tiny_valid.zip: refused"):
+        fetch("tiny", tmp_path / "sets", source=mirror_dir.as_uri())
+    (downloads / "tiny_valid.zip.rejected").unlink()
     (downloads / "tiny_valid.zip.part").write_bytes(archive.read_bytes()[:half])
     fetch("tiny", tmp_path / "sets", source=mirror_dir.as_uri())
     assert len(list((tmp_path / "sets" / "tiny").rglob("*.png"))) == 3
