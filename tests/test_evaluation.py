@@ -14,8 +14,7 @@ from codec import evaluate as evaluation
 from codec.classical import evaluate_classical
 from codec.errors import LicSweepError
 from codec.evaluate import DecodeMismatch, evaluate_model, list_eval_images, load_model, summarize
-from codec.models import build_model
-from codec.models import REGISTRY
+from codec.models import CODER_TABLES, REGISTRY, build_model
 from tests.conftest import KODAK, REPO, kodak_crop, small_eval_folder, subprocess_env
 from tests.test_models import _train_a_little
 
@@ -139,20 +138,25 @@ def test_classical_anchors_in_the_same_format(tmp_path):
         evaluate_classical("jpeg2000", 50, small_eval_folder(tmp_path))
 
 
-def test_our_checkpoints_load_in_compressai_eval_model(tmp_path):
-    """CompressAI's eval_model and update_model load files with torch.load(weights_only=True)."""
+@pytest.mark.parametrize("model", [name for name, entry in REGISTRY.items() if entry.compressai_name])
+def test_our_checkpoints_load_in_compressai_eval_model(tmp_path, model):
+    """CompressAI's eval_model and update_model load files with torch.load(weights_only=True): every registered
+    model that its zoo has reads back with the weights our run wrote."""
     from compressai.utils.eval_model.__main__ import load_checkpoint
 
     from codec.train import CheckpointPolicy, build_trainer
     from tests.conftest import config_for, tiny_overrides
 
-    config = config_for(tiny_overrides(tmp_path, "model=hyperprior", "logger=none"))
+    config = config_for(tiny_overrides(tmp_path, f"model={model}", "logger=none"))
     trainer = build_trainer(config, tmp_path / "run")
     trainer.fit([CheckpointPolicy()])
     for name in ("best.pth", "last.pth"):
         assert "rng" in torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
-    net = load_checkpoint("bmshj2018-hyperprior", False, str(tmp_path / "run" / "checkpoints" / "best.pth"))
-    assert torch.equal(net.g_a[0].weight, trainer.model.g_a[0].weight.contiguous())
+    net = load_checkpoint(REGISTRY[model].compressai_name, False, str(tmp_path / "run" / "checkpoints" / "best.pth"))
+    assert type(net) is REGISTRY[model].cls
+    ours = {k: v for k, v in trainer.model.state_dict().items() if not k.endswith(CODER_TABLES)}
+    theirs = net.state_dict()
+    assert all(torch.equal(theirs[k], v.contiguous()) for k, v in ours.items())
 
 
 def test_two_test_sets_give_two_blocks_in_results_wandb_and_the_report(tmp_path):
