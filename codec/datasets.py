@@ -163,15 +163,15 @@ def _download(url: str, part: Path, limit: int, declared: bool) -> None:
         return
 
     def copy(read, fout, done: int) -> None:
-        total, shown = limit, -1
+        shown = -1
         while chunk := read(min(CHUNK, limit - done) or 1):
             if done + len(chunk) > limit:
                 raise too_large("the source sends more")
             fout.write(chunk)
             done += len(chunk)
-            if (pct := 100 * done // total) // 10 != shown and declared:
+            if (pct := 100 * done // limit) // 10 != shown and declared:
                 shown = pct // 10
-                print(f"  {part.name[:-5]}: {done / 1e6:.1f} of {total / 1e6:.1f} MB", flush=True)
+                print(f"  {part.name[:-5]}: {done / 1e6:.1f} of {limit / 1e6:.1f} MB", flush=True)
 
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -234,10 +234,14 @@ def fetched(target: Path, m: Manifest) -> dict | None:
             isinstance(name, str) and isinstance(size, int) and _file_size(target, name) == size
             for name, size in files.items()):
         return None
-    images = sum(1 for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    images = _image_count(files)
     if record.get("images") != images or m.num_images is not None and images != m.num_images:
         return None
     return record
+
+
+def _image_count(names) -> int:
+    return sum(1 for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _file_size(target: Path, name: str) -> int | None:
@@ -286,7 +290,7 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
             shutil.copyfile(final, target / entry.name)
     files = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*"))
              if p.is_file() and ".downloads" not in p.relative_to(target).parts and p.name != RECORD}
-    count = sum(1 for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    count = _image_count(files)
     if m.num_images is not None and count != m.num_images:
         raise LicSweepError(f"{m.name}: {target} holds {count} images, the manifest says {m.num_images}; "
                             "delete the folder and fetch again")

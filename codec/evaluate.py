@@ -26,7 +26,7 @@ from codec.bitstream import MAX_SIDE, PAD_MULTIPLE, LatentOutOfRange, decode, de
 from codec.checkpoint import CheckpointIdentity, model_checkpoint, write_json_atomic, write_text_atomic
 from codec.errors import LicSweepError
 from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import DERIVED_BUFFERS, entry_of, registry_entry
+from codec.models import entry_of, registry_entry, with_derived_buffers
 from codec.schema import CoderDevice, RunConfig
 
 RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
@@ -303,9 +303,7 @@ def _checked_model(path: str | Path):
     entry = registry_entry(identity.model)
     try:
         model = entry.build(identity.N, identity.M)
-        # Buffers the model rebuilds (coder tables, context masks) may be left out of a file (pretrained/ does)
-        own = {k: v for k, v in model.state_dict().items() if k.endswith(DERIVED_BUFFERS)}
-        model.load_state_dict({**own, **ckpt["state_dict"]})
+        model.load_state_dict(with_derived_buffers(model.state_dict(), ckpt["state_dict"]))
     except (KeyError, RuntimeError) as exc:
         raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
     return model, ckpt, identity

@@ -36,6 +36,12 @@ def parameter_shapes(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int
     return {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(CODER_TABLES)}
 
 
+def with_derived_buffers(own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` completed with the model's own buffers it rebuilds (coder tables, context masks), which a
+    file may leave out (pretrained/ does); the file's own values win where it has them."""
+    return {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS)}, **state_dict}
+
+
 def channels_of(state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
     """(N, M) of a state_dict: g_a's first and last convolutions (the same in every registered model)."""
     return int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0])

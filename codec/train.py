@@ -29,7 +29,7 @@ from codec.data import CropDataset, epoch_order, loader_workers, split_files
 from codec.precision import autocast_transforms, compile_transforms, grad_scaler
 from codec.errors import LicSweepError
 from codec.loss import RateDistortionLoss
-from codec.models import DERIVED_BUFFERS, build_model, parameter_shapes
+from codec.models import build_model, parameter_shapes, with_derived_buffers
 from codec.schema import RunConfig, SchedulerName, as_dict
 from codec.tracking import Tracker, without_secrets
 
@@ -249,8 +249,7 @@ class Trainer:
                 "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
         ckpt, identity = model_checkpoint(path, map_location=self.device)
         own = self.model.state_dict()
-        # Buffers the model rebuilds (coder tables, masks) may be left out of a file (pretrained/ does)
-        weights = {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS)}, **ckpt["state_dict"]}
+        weights = with_derived_buffers(own, ckpt["state_dict"])  # pretrained/ leaves the rebuilt buffers out
         theirs, ours = parameter_shapes(weights), parameter_shapes(own)
         wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]
         wrong += [f"{k} not in this model" for k in theirs if k not in ours]
