@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast venv complexity bench clean mini pretrained
+.PHONY: run test test-exhaustive test-fast venv complexity bench clean mini pretrained
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ mini: venv
 pretrained: venv
 	$(PY) -m codec.pretrained outputs/mini --lmbda 0.0067
 
-# The whole suite, slow tests included (CI runs this).
+# The suite, slow tests included (CI runs this).
 test: venv
+	$(PY) -m pytest -m "not exhaustive" $(ARGS)
+
+# A release check: the suite and the full matrices (every kill point alone for every model, every step).
+test-exhaustive: venv
 	$(PY) -m pytest -m "" $(ARGS)
 
 # The fast tests only (a quick check while developing).

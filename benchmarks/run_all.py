@@ -18,8 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = [
-    ("Training throughput against CompressAI's examples/train.py loop", "training_throughput.py", ["--ablation", "--record"],
+    ("Training throughput against CompressAI's examples/train.py loop, N=32 M=48, 64x64 crops", "training_throughput.py", ["--ablation", "--record"],
      ["--steps", "20", "--repeats", "1"]),
+    ("Training throughput at the quickstart's size (its N, M, batch and crop), against CompressAI's loop",
+     "training_throughput.py", ["--quickstart", "--ablation", "--steps", "20", "--repeats", "1"],
+     ["--quickstart", "--models", "factorized", "--steps", "2", "--repeats", "1"]),
     ("Training throughput at the protocol's size (N=128 M=192, 256x256, no cache), PNG and packed",
      "training_throughput.py", ["--protocol", "--models", "factorized", "hyperprior", "--steps", "8", "--repeats", "1"],
      ["--protocol", "--models", "factorized", "--steps", "2", "--repeats", "1"]),

@@ -5,6 +5,7 @@ CompressAI's examples/train.py, same model, initial weights, batch, crop, optimi
     python benchmarks/training_throughput.py --ablation   # each of our speed-ups added in turn
     python benchmarks/training_throughput.py --set trainer.channels_last=false   # any override of ours
     python benchmarks/training_throughput.py --record    # file the rates for sweep.py --dry-run's estimates
+    python benchmarks/training_throughput.py --quickstart  # the quickstart's N, M, batch and crop (its config's)
     python benchmarks/training_throughput.py --protocol  # the protocol's size: N=128 M=192, 256x256, no cache,
                                                          # PNG and packed data, each lever in turn
 
@@ -111,10 +112,18 @@ def main() -> None:
     parser.add_argument("--protocol", action="store_true",
                         help="the protocol's size (N=128 M=192, 256x256 crops, no image cache) with PNG and packed "
                              "data and each lever in turn (implies --ablation's table)")
+    parser.add_argument("--quickstart", action="store_true",
+                        help="the quickstart's size: N, M, batch and crop as experiment=quickstart composes them")
     parser.add_argument("--record", action="store_true",
                         help="file our default loop's images/s per model in benchmarks/throughput.json under this "
                              "device (sweep.py --dry-run estimates hours from it)")
     args = parser.parse_args()
+    if args.quickstart:
+        from entry import config_for
+
+        quickstart = config_for(["experiment=quickstart", f"model={args.models[0]}"], require_data=False)
+        args.N, args.M = quickstart.model.N, quickstart.model.M
+        args.patch, args.batch = quickstart.data.patch_size, quickstart.data.batch_size
     if args.protocol:
         args.N, args.M, args.patch = 128, 192, 256
         args.set += ["data.cache_images=false"]

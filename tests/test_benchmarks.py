@@ -18,8 +18,32 @@ def _run(script, *args):
 
 @pytest.mark.slow
 def test_training_throughput_prints_a_ratio_per_variant():
-    [row] = _run("training_throughput.py", "--models", "factorized", "--steps", "3", "--repeats", "1", "--ablation")
+    """At the quickstart's size, as make bench runs it (N, M, batch and crop from its config)."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "training_throughput.py"), "--quickstart",
+                          "--models", "factorized", "--steps", "2", "--repeats", "1", "--ablation"],
+                         capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from entry import config_for
+
+    quickstart = config_for(["experiment=quickstart", "model=factorized"], require_data=False)
+    assert f"N={quickstart.model.N} M={quickstart.model.M}, batch {quickstart.data.batch_size} of " \
+           f"{quickstart.data.patch_size}x{quickstart.data.patch_size} crops" in out.stdout
+    [row] = [line for line in out.stdout.splitlines() if line.startswith("| factorized")]
     assert len(re.findall(r"\(\d+\.\d\dx\)", row)) == 4
+
+
+@pytest.mark.slow
+def test_serial_coding_benchmark_checks_both_coders_and_prints_their_times():
+    """benchmarks/joint_autoregressive_coding.py (in make bench): it asserts identical bitstreams and decoded
+    images itself, and prints seconds for CompressAI's coder, ours and the checkerboard model's."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "joint_autoregressive_coding.py"), "--images", "1",
+                          "--N", "32", "--M", "48"], capture_output=True, text=True, timeout=600, env=subprocess_env(),
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:4]]
+            for line in out.stdout.splitlines() if re.match(r"\| (CompressAI|ours|checkerboard)", line)}
+    assert len(rows) == 3 and all(t > 0 for times in rows.values() for t in times), out.stdout
+    assert "identical bitstreams and decoded images" in out.stdout
 
 
 @pytest.mark.slow

@@ -8,11 +8,11 @@ checkpoint), at epoch boundaries, in validation, inside the atomic writes and in
 import errno
 import json
 import os
-import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,9 +29,6 @@ from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_over
 SETTINGS = ("trainer.epochs=3", "trainer.steps_per_epoch=3", "trainer.max_steps=null", "trainer.checkpoint_every_steps=2",
             "eval.max_images=1", "lmbda=0.0067")
 STEPS = 9
-# every kill point the issue lists: mid-epoch (step 5: after the step-4 checkpoint, inside epoch 2), right
-# after an epoch's last.pth, during validation, during the writes of best.pth and last.pth, during evaluation
-POINTS = ["step:5", "epoch_end:1", "validation:2", "write:best.pth:1", "write:last.pth:2", "evaluation"]
 WEIGHT_TOLERANCE = 1e-6
 
 
@@ -47,16 +44,36 @@ def _run(cmd, expect):
     return out
 
 
-def _straight(tmp_path, model):
-    run_dir = tmp_path / f"{model}_straight"
-    _run(_command(tmp_path, model, run_dir), 0)
-    return run_dir
+class Baselines:
+    """Each model's uninterrupted run, made once per test session (under one folder, whose evaluation
+    images every harness run shares) and compared against by every kill test."""
+
+    def __init__(self, root):
+        self.root, self._done, self._lock = root, {}, threading.Lock()
+
+    def __call__(self, model):
+        with self._lock:
+            lock = self._done.setdefault(model, threading.Lock())
+        with lock:
+            run_dir = self.root / f"{model}_straight"
+            if not (run_dir / "results.json").is_file():
+                _run(_command(self.root, model, run_dir), 0)
+            return run_dir
 
 
-def _killed_then_resumed(tmp_path, model, point):
-    run_dir = tmp_path / f"{model}_{point.replace(':', '_')}"
-    _run(_command(tmp_path, model, run_dir, point), -9)
-    resumed = _run(_command(tmp_path, model, run_dir), 0)
+@pytest.fixture(scope="session")
+def straight(tmp_path_factory):
+    return Baselines(tmp_path_factory.mktemp("resume_harness"))
+
+
+def _killed_then_resumed(root, model, points, name):
+    """SIGKILL at each point in turn, each time rerunning the same command (a job preempted again and
+    again), then the rerun that finishes; its output, with the checks after each kill's rerun folded
+    into the final one: a resume that went wrong anywhere in the chain shows in the final weights."""
+    run_dir = root / name
+    for point in points:
+        _run(_command(root, model, run_dir, point), -9)
+    resumed = _run(_command(root, model, run_dir), 0)
     return run_dir, resumed.stdout
 
 
@@ -91,43 +108,47 @@ def _check_same_as_straight(straight, run_dir, point, resumed_stdout):
     return diff
 
 
-def _check_model(tmp_path, model, points):
-    straight = _straight(tmp_path, model)
-    figures = {}
-    for point in points:
-        run_dir, stdout = _killed_then_resumed(tmp_path, model, point)
-        figures[point] = _check_same_as_straight(straight, run_dir, point, stdout)
-    print(f"{model}: max weight difference per kill point: {figures}")
+def _check(straight, plan):
+    """plan: (model, points) pairs, each one chain of kills into one run directory; two chains at a time
+    (one single-threaded process each: the machine has two cores). The weight difference per chain."""
+    def one(item):
+        model, points = item
+        name = f"{model}_" + "+".join(p.replace(":", "_") for p in points)
+        run_dir, stdout = _killed_then_resumed(straight.root, model, points, name)
+        return _check_same_as_straight(straight(model), run_dir, points, stdout)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        figures = dict(zip([f"{m} {' > '.join(p)}" for m, p in plan], pool.map(one, plan)))
+    print("max weight difference per kill chain:", figures)
     return figures
 
 
-def _in_pairs(tmp_path, plan):
-    """Two models at a time (one single-threaded process each: the machine has two cores)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(plan, pool.map(lambda item: _check_model(tmp_path, *item), plan.items())))
+# The distinct situations a kill can leave, in the order a run meets them: before the first checkpoint
+# (the rerun starts over, in the same W&B run), during the write of best.pth (temporary file, no rename),
+# right after an epoch's last.pth, mid-epoch after a step checkpoint (step 5: after step 4's, inside
+# epoch 2), during validation, during the write of last.pth, during evaluation.
+CHAIN = ["step:1", "write:best.pth:1", "epoch_end:1", "step:5", "validation:2", "write:last.pth:2", "evaluation"]
+# What differs between models in a resume is the state they save (optimizers, the entropy models'
+# buffers, a context model) and how they are coded: mid-epoch resume and evaluation for every model.
+PER_MODEL = ["step:5", "evaluation"]
 
 
-# The fast test's share of the kill points; the slow one runs every other (model, point) and random kills.
-FAST = {"hyperprior": POINTS, "checkerboard": ["epoch_end:1", "write:last.pth:2"],
-        "joint_autoregressive": ["validation:2"], "factorized": ["step:1", "step:5"]}
+def test_every_kill_situation_resumes_identically(straight):
+    """The scale hyperprior killed at every situation in one chain of reruns; every other registered model
+    killed mid-epoch and in evaluation. Each ends with the uninterrupted run's weights, results and one
+    finished W&B run."""
+    plan = [("hyperprior", CHAIN), *[(m, PER_MODEL) for m in REGISTRY if m != "hyperprior"]]
+    _check(straight, plan)
 
 
-def test_every_kill_point_resumes_identically(tmp_path):
-    """All kill points for the scale hyperprior, some for the others, including a kill before the first
-    checkpoint (step 1: the rerun starts over, in the same W&B run)."""
-    _in_pairs(tmp_path, FAST)
-
-
-@pytest.mark.slow
-def test_every_kill_point_and_random_ones_for_every_model(tmp_path):
-    """With the fast test: every listed point for every registered model, and five random step kills for
-    each of the seminar's four."""
-    rng = random.Random(2026)
-    other_steps = [s for s in range(1, STEPS + 1) if f"step:{s}" not in POINTS]
-    plan = {model: [p for p in POINTS if p not in FAST.get(model, [])]
-            + ([f"step:{s}" for s in rng.sample(other_steps, 5)] if model in FAST else []) for model in REGISTRY}
-    figures = _in_pairs(tmp_path, plan)
-    assert all(diff <= WEIGHT_TOLERANCE for per_model in figures.values() for diff in per_model.values())
+@pytest.mark.exhaustive
+def test_every_kill_point_alone_for_every_model_and_every_step(straight):
+    """The release check (make test-exhaustive): each point of the chain alone, for every registered model,
+    and a kill after every one of the nine steps for the scale hyperprior."""
+    plan = [(m, [p]) for m in REGISTRY for p in CHAIN]
+    plan += [("hyperprior", [f"step:{s}"]) for s in range(1, STEPS + 1) if f"step:{s}" not in CHAIN]
+    figures = _check(straight, plan)
+    assert all(diff <= WEIGHT_TOLERANCE for diff in figures.values())
 
 
 def test_a_kill_between_temporary_file_and_rename_leaves_the_previous_checkpoint(tmp_path):

@@ -125,27 +125,83 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
     assert {p.stem.removeprefix("run-") for p in find_runs(run_dir)} == {results["wandb_run_id"]}
 
 
-def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors(tmp_path):
+def _wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def _ladder(tmp_path, anchor_steps, **popen):
+    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", f"trainer.max_steps={anchor_steps}",
+                     f"trainer.steps_per_epoch={anchor_steps}",
+                     "ladder.finetune=['trainer.max_steps=3','trainer.steps_per_epoch=3']")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            **popen)
+
+
+def _fine_tune_scripts(tmp_path):
+    return list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
+
+
+def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors_and_outlives_the_sweep(tmp_path):
     """sweep.py --ladder under hydra/launcher=slurm submits every step at once: the anchors' job, then
-    the fine-tunes (a job array) with --dependency=afterok:<the anchors' job> (Slurm keeps the order); they train from the
-    anchors' weights once those finished."""
+    the fine-tunes (a job array) with --dependency=afterok:<the anchors' job> and --kill-on-invalid-dep=yes
+    (Slurm keeps the order); they train from the anchors' weights once those finished. The sweep's whole
+    process group is SIGKILLed once everything is submitted: the jobs run on and finish."""
+    import signal
+
     from codec.checkpoint import load_checkpoint
 
     # an anchor long enough (400 tiny steps) to be still training when the fine-tunes are submitted
-    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", "trainer.max_steps=400",
-                     "trainer.steps_per_epoch=400", "ladder.finetune=['trainer.max_steps=3','trainer.steps_per_epoch=3']")
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    [array] = [line.split("Slurm job ")[1].split(";")[0] for line in out.stdout.splitlines()
+    sweep = _ladder(tmp_path, 400, start_new_session=True)
+    try:
+        _wait_for(lambda: _fine_tune_scripts(tmp_path) or sweep.poll() is not None, 300, "no fine-tune was submitted")
+        assert sweep.poll() is None, sweep.communicate()[0][-3000:]
+        os.killpg(sweep.pid, signal.SIGKILL)
+        output = sweep.communicate(timeout=60)[0]
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    [array] = [line.split("Slurm job ")[1].split(";")[0] for line in output.splitlines()
                if line.startswith("anchors submitted as Slurm job")]
-    scripts = list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
-    assert scripts and all(f"#SBATCH --dependency=afterok:{array}" in s.read_text() for s in scripts)
     anchor = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013"
+    tunes = [tmp_path / "sweep" / "runs" / f"factorized_lmbda{lmbda}" for lmbda in ("0.0067", "0.013")]
+    assert not (anchor / "results.json").exists()  # killed while the anchor trained
+    _wait_for(lambda: all((t / "results.json").is_file() for t in tunes), 600,
+              "the fine-tunes did not finish after the sweep's process died")
+    scripts = _fine_tune_scripts(tmp_path)
+    assert scripts and all(f"#SBATCH --dependency=afterok:{array}\n" in s.read_text()
+                           and "#SBATCH --kill-on-invalid-dep=yes\n" in s.read_text() for s in scripts)
     assert not any("--dependency" in s.read_text() for s in (tmp_path / "sweep_anchors" / ".submitit").rglob("*_submission.sh"))
-    for lmbda in ("0.0067", "0.013"):
-        tune = tmp_path / "sweep" / "runs" / f"factorized_lmbda{lmbda}"
+    submitted = min(s.stat().st_mtime for s in scripts)
+    for tune in tunes:
         assert load_checkpoint(tune / "checkpoints" / "last.pth")["config"]["init_from"] == \
             str(anchor / "checkpoints" / "last.pth")
         # queued while the anchor trained (submitted before its results existed), started after it ended
-        submitted = min(s.stat().st_mtime for s in scripts)
         assert submitted < (anchor / "results.json").stat().st_mtime <= (tune / ".hydra" / "config.yaml").stat().st_mtime
+
+
+def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
+    """The anchor's job fails (its run directory holds a last.pth that is not a checkpoint): Slurm cancels
+    the fine-tunes queued behind it (--kill-on-invalid-dep) instead of leaving them pending for ever, none
+    of them runs, and the sweep ends non-zero naming the failure."""
+    broken = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013" / "checkpoints" / "last.pth"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
+    sweep = _ladder(tmp_path, 3)
+    try:
+        output = sweep.communicate(timeout=600)[0]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode != 0, output[-3000:]
+    assert "failed.json" in output, output[-3000:]
+    [folder] = [p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()]
+    job = folder.name.split("_")[0]
+    # the cluster keeps ended jobs for MinJobAge (600 s, .ci/slurm/start.sh); no accounting database
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30,
+                           env=_env()).stdout.splitlines()
+    assert shown and all("JobState=CANCELLED" in line and "Reason=DependencyNeverSatisfied" in line
+                         for line in shown), shown
+    assert not list((tmp_path / "sweep" / "runs").glob("*/.hydra"))  # no fine-tune started

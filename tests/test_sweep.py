@@ -1,6 +1,8 @@
 """sweep.py: small multiruns with the basic and the local launcher, idempotency, failures, status."""
 
 import json
+import re
+import socket
 import subprocess
 import sys
 
@@ -35,15 +37,36 @@ def test_basic_launcher_grid_then_rerun_skips_and_resumes(tmp_path):
     assert "RD plot:" in out.stdout and (tmp_path / "sweep" / "report" / "rd_psnr.png").is_file()
     assert "4 done of 4 runs" in out.stdout
 
-    # a finished run is skipped; one with a checkpoint but no results resumes; a failed one reruns
-    (tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.0483" / "results.json").unlink()
+    # a finished run is skipped; one with a checkpoint but no results resumes; a failed one reruns; a
+    # .running marker left by a killed job (its process is gone) is taken over, with a message
+    runs = tmp_path / "sweep" / "runs"
+    for name in ("hyperprior_lmbda0.0483", "factorized_lmbda0.0067", "factorized_lmbda0.0483"):
+        (runs / name / "results.json").unlink()
+    (runs / "factorized_lmbda0.0067" / "failed.json").write_text(json.dumps({"error": "RuntimeError: boom"}))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (runs / "factorized_lmbda0.0483" / ".running").write_text(
+        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    status = _sweep(tmp_path, "status", *GRID)
+    assert re.search(r"factorized_lmbda0\.0067\s.*failed", status.stdout), status.stdout
+    assert "1 done, 1 failed, 2 resumable of 4 runs" in status.stdout, status.stdout
     out = _sweep(tmp_path, *GRID, "hydra/launcher=basic")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("already finished") == 3
-    assert "resuming from" in out.stdout and "4 done of 4 runs" in out.stdout
+    assert out.stdout.count("already finished") == 1 and out.stdout.count("resuming from") == 3
+    assert f"taking over from process {dead.stdout.strip()}" in out.stdout
+    assert "4 done of 4 runs" in out.stdout and set(_results(tmp_path)) == RUNS
+    assert not list(runs.glob("*/failed.json")) and not list(runs.glob("*/.running"))
 
+    # a run whose results came from another config is stale: the next sweep reruns it (here: it resumes
+    # from its last checkpoint and trains the extra step), and skips the others
+    longer = ("model=factorized,hyperprior", "lmbda=0.0067,0.0483", "hydra/launcher=basic")
+    status = _sweep(tmp_path, "status", *longer, "trainer.max_steps=4")
+    assert "4 stale of 4 runs" in status.stdout, status.stdout
+    out = _sweep(tmp_path, "model=hyperprior", "lmbda=0.0067", "hydra/launcher=basic", "--no-analysis",
+                 "trainer.max_steps=4")
+    assert out.returncode == 0 and "already finished" not in out.stdout, out.stdout[-3000:]
+    assert _results(tmp_path)["hyperprior_lmbda0.0067"]["train_steps"] == 4
     status = _sweep(tmp_path, "status", *GRID)
-    assert status.returncode == 0 and "4 done of 4 runs" in status.stdout
+    assert "3 done, 1 stale of 4 runs" in status.stdout, status.stdout
 
 
 def test_run_py_multirun_ends_with_the_same_summary_and_report(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,6 +139,42 @@ def test_ddp_with_gloo_two_processes(tmp_path):
     assert ckpt["step"] == 3
     assert len(find_runs(run_dir)) == 1  # rank 0 alone logs
     assert json.loads((run_dir / "results.json").read_text())["num_images"] == 1
+
+
+def test_a_signal_to_one_ddp_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SIGUSR1 reaches rank 1 alone, while both ranks are held after step 3 (tests/hold; rank 0 is then
+    released without a signal): the ranks agree on the stop in that step's all-reduce, rank 0 saves
+    last.pth at step 3 and both end cleanly (without the agreement rank 0 would start step 4 alone and
+    hang in its gradient all-reduce); the same command resumes from step 3 and finishes."""
+    import os
+    import signal
+
+    run_dir, held = tmp_path / "ddp", tmp_path / "held"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py",
+           *tiny_overrides(tmp_path, "model=hyperprior", "device=cpu", "trainer.max_steps=6",
+                           "trainer.steps_per_epoch=6", "trainer.checkpoint_every_steps=3", "data.batch_size=2",
+                           "eval.max_images=1"), f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(OMP_NUM_THREADS="1", **hold_env(held, 3)))
+    try:
+        wait_for_held(held, 2, lambda: proc.poll() is None, "the two ranks")
+        ranks = {int(dict(line.split("=", 1) for line in Path(f"/proc/{p.name}/environ").read_text().split("\0")
+                          if "=" in line)["RANK"]): int(p.name) for p in held.iterdir()}
+        os.kill(ranks[1], signal.SIGUSR1)
+        (held / "release").touch()
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped by signal SIGUSR1: last.pth saved" in output
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["step"] == 3
+    assert not (run_dir / "results.json").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                           env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "epoch 0, step 3" in rerun.stdout
+    assert json.loads((run_dir / "results.json").read_text())["train_steps"] == 6
 
 
 def test_sigterm_saves_and_the_next_command_resumes(tmp_path):

@@ -1,8 +1,9 @@
 """Test-only, imported at start-up by every Python process that has tests/hold on PYTHONPATH (the jobs a
 launcher starts inherit it): with LIC_SWEEP_TEST_HOLD=STEP:DIR set, a training run stops after optimizer
 step STEP (and the checkpoint that step wrote), writes DIR/<pid>, and waits there until its stop signal
-arrives; then the loop goes on as it would after that signal. A test kills a sweep while every job is
-held at a known step, not at whatever step the machine's speed left it. Production code reads nothing."""
+arrives, or until DIR/release exists (a DDP rank that no signal reached); then the loop goes on as it
+would. A test kills a sweep while every job is held at a known step, not at whatever step the machine's
+speed left it. Production code reads nothing."""
 
 import os
 
@@ -23,7 +24,7 @@ if _HOLD:
             if trainer.state.step != int(_step):
                 return
             (Path(_folder) / str(os.getpid())).touch()
-            while not trainer._stop_signal:
+            while not trainer._stop_signal and not (Path(_folder) / "release").exists():
                 time.sleep(0.05)
 
     codec.job.train_and_evaluate = functools.partial(codec.job.train_and_evaluate, callbacks=[_HoldAt()])
