@@ -119,7 +119,8 @@ def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_d
     - the config is typed and validated first; a training job then claims its run directory (`.running`)
       and releases it when it ends or is interrupted (SIGTERM, Ctrl-C: resumable from last.pth);
     - a failure writes `failed.json` (error, traceback) in the run directory; in a multirun the job then
-      returns {"failed": ...} so the other jobs go on and the sweep's summary lists it; in a single run it
+      returns {"failed": ...} so the other jobs go on and the sweep's summary lists it (a Slurm job's process
+      still exits 1, so that Slurm sees the failure and cancels what depends on it); in a single run it
       is raised (a user error prints one line and exits 2, a bug keeps its traceback). A directory held by
       another live job is refused without touching that job's files.
     """
@@ -138,6 +139,7 @@ def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_d
             raise exc
         print(f"FAILED {run_dir.name}: {type(exc).__name__}: {exc}" + (f" (details in {run_dir / 'failed.json'})"
                                                                          if record else ""))
+        job_status.fail_the_cluster_job()
         return {"failed": str(exc)}
 
     try:

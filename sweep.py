@@ -185,27 +185,51 @@ def _submitted_job_id(submitit_dir: Path, process: subprocess.Popen, timeout_s: 
     raise LicSweepError(f"the anchors' Slurm jobs did not appear in {submitit_dir} within {timeout_s:.0f} s")
 
 
+def _submitit_dir(step: list[str]) -> Path:
+    """The folder submitit keeps a ladder step's jobs in (hydra.launcher.submitit_folder without its %j)."""
+    return Path(str(compose(grid_overrides(step)[0], with_hydra=True).hydra.launcher.submitit_folder)).parent
+
+
+def _slurm_jobs_ended(job_id: str) -> bool:
+    """Whether Slurm has ended every task of this job (or forgotten it): none pending, running or requeued."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60)
+    states = {field.split("=", 1)[1] for line in out.stdout.splitlines() for field in line.split()
+              if field.startswith("JobState=")}
+    return out.returncode != 0 or not states & {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
+                                                "SUSPENDED", "REQUEUE_HOLD", "RESIZING"}
+
+
 def launch_ladder_on_slurm(steps: list[list[str]], analysis: bool) -> int:
     """Every ladder step submitted at once: the anchors' job (an array for several) first, then each
     fine-tune step with --dependency=afterok:<anchors' job> (and kill-on-invalid-dep, so a failed anchor cancels its
     fine-tunes instead of leaving them pending). The order is then Slurm's to keep: the fine-tunes queue
     while the anchors train and start when they end. This process waits for all steps to report (each
-    is a `run.py -m` of its own); if it dies, the jobs run on, and the rerun skips what finished."""
+    is a `run.py -m` of its own); if it dies, the jobs run on, and the rerun skips what finished. When an
+    anchor fails, it stops waiting for the fine-tunes once Slurm has cancelled them (submitit, which reads
+    job states through sacct, would wait for ever on a cluster that keeps no accounting)."""
     def start(step: list[str], last: bool) -> subprocess.Popen:
         extra = [] if analysis and last else ["hydra.callbacks.sweep_summary.analysis=false"]
         return subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", *step, *extra], cwd=REPO)
 
     first = start(steps[0], len(steps) == 1)
-    hydra = compose(grid_overrides(steps[0])[0], with_hydra=True).hydra
-    anchors_dir = Path(str(hydra.launcher.submitit_folder)).parent
-    array = _submitted_job_id(anchors_dir, first)
+    array = _submitted_job_id(_submitit_dir(steps[0]), first)
     dependency = [f"+hydra.launcher.additional_parameters.dependency=afterok:{array}",
                   "+hydra.launcher.additional_parameters.kill-on-invalid-dep=yes"] if array else []
     if array:
         print(f"anchors submitted as Slurm job {array}; the fine-tunes are submitted now with "
               f"--dependency=afterok:{array}", flush=True)
-    later = [start([*step, *dependency], i == len(steps) - 1) for i, step in enumerate(steps[1:], start=1)]
-    codes = [process.wait() for process in (first, *later)]
+    later = [(start([*step, *dependency], i == len(steps) - 1), step) for i, step in enumerate(steps[1:], start=1)]
+    if first.wait() and array:
+        for process, step in later:
+            job = _submitted_job_id(_submitit_dir(step), process)
+            while job and process.poll() is None and not _slurm_jobs_ended(job):
+                time.sleep(2)
+            if process.poll() is None:
+                process.terminate()
+        print(f"\nan anchor of Slurm job {array} did not finish (its summary is above): Slurm cancelled the fine-tunes "
+              "queued behind it (--kill-on-invalid-dep=yes). Fix it and rerun the same command: finished runs "
+              "are skipped.", flush=True)
+    codes = [first.wait(), *(process.wait() for process, _ in later)]
     return next((code for code in codes if code), 0)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -88,6 +89,34 @@ def mark_failed(run_dir: Path, exc: BaseException) -> None:
     except LicSweepError as record_error:  # e.g. the disk that made the run fail is still full
         print(f"warning: the failure could not be recorded: {record_error}", file=sys.stderr)
     clear_running(run_dir)
+
+
+def fail_the_cluster_job() -> None:
+    """In a Slurm job run by submitit, a failure the multirun recorded (failed.json, the job returning
+    {"failed": ...} so that the sweep's summary lists it) still ends the job's process with exit status 1,
+    after submitit has stored that result: Slurm then records the job FAILED, and jobs queued behind it
+    with --dependency=afterok (the ladder's fine-tunes) are cancelled instead of started. Elsewhere (run.py,
+    the basic and local launchers) nothing changes."""
+    if not os.environ.get("SUBMITIT_FOLDER") or not os.environ.get("SLURM_JOB_ID"):
+        return
+
+    def exit_failed() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # the one way to set a status once the interpreter is exiting
+
+    atexit.register(exit_failed)
+
+
+def unfinished_run(checkpoint: Path) -> tuple[Path, str] | None:
+    """(run directory, state) when `checkpoint` sits in a run directory (<run>/checkpoints/*.pth with the
+    run's .hydra) whose run has not finished: failed, running, resumable or pending; else None."""
+    checkpoint = Path(checkpoint)
+    run_dir = checkpoint.parent.parent
+    if checkpoint.parent.name != "checkpoints" or not (run_dir / ".hydra").is_dir():
+        return None
+    state = run_state(run_dir)
+    return None if state == "done" else (run_dir, state)
 
 
 def _alive(marker: dict) -> bool:

@@ -28,6 +28,7 @@ from codec.checkpoint import (
 from codec.data import CropDataset, epoch_order, loader_workers, split_files
 from codec.precision import autocast_transforms, compile_transforms, grad_scaler
 from codec.errors import LicSweepError
+from codec.job_status import unfinished_run
 from codec.loss import RateDistortionLoss
 from codec.models import build_model, parameter_shapes, with_derived_buffers
 from codec.schema import RunConfig, SchedulerName, as_dict
@@ -495,6 +496,13 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
                       make_scheduler(config, optimizer))
     resume = Path(config.resume) if config.resume else None
     if config.init_from and not (resume or trainer.ckpt_dir / "last.pth").exists():
+        unfinished = unfinished_run(Path(config.init_from))
+        if unfinished:  # e.g. a ladder's anchor that failed: its last.pth is a half-trained model
+            source, state = unfinished
+            raise LicSweepError(f"init_from={config.init_from}: its run ({source}) is {state}, not finished"
+                                + (f" (see {source / 'failed.json'})" if state == "failed" else "")
+                                + "; fine-tune from a finished run, or copy the checkpoint out of its run directory "
+                                  "to start from it as it is")
         trainer.init_weights(Path(config.init_from))
     trainer.resume(resume)
     return trainer

@@ -226,3 +226,25 @@ def test_init_from_with_other_shapes_is_refused_by_name(tmp_path):
                       tmp_path / "other")
     with pytest.raises(LicSweepError, match=r"do not fit model=factorized N=8 M=12 \(\d+ mismatches, e.g. "):
         build_trainer(config_for(tiny_overrides(tmp_path, "model=factorized", f"init_from={path}")), tmp_path / "f")
+
+
+def test_init_from_a_run_that_did_not_finish_is_refused(tmp_path):
+    """A ladder's anchor that failed (or is still training) leaves a last.pth: a fine-tune must not start
+    from that half-trained model. A checkpoint outside a run directory (pretrained/) is taken as it is."""
+    source = tmp_path / "source"
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=factorized")), source)
+    (source / ".hydra").mkdir()  # a run directory as run.py leaves it
+    path = source / "checkpoints" / "last.pth"
+    tune = config_for(tiny_overrides(tmp_path, "model=factorized", "lmbda=0.025", f"init_from={path}"))
+    build_trainer(tune, tmp_path / "tune_done")  # finished: accepted
+    (source / "results.json").rename(tmp_path / "results.json")
+    (source / "failed.json").write_text('{"error": "NonFiniteLoss: the loss became nan"}')
+    with pytest.raises(LicSweepError, match=rf"init_from={path}: its run \({source}\) is failed, not finished "
+                                            rf"\(see {source / 'failed.json'}\)"):
+        build_trainer(tune, tmp_path / "tune_failed")
+    (source / "failed.json").unlink()
+    with pytest.raises(LicSweepError, match="is resumable, not finished"):
+        build_trainer(tune, tmp_path / "tune_resumable")
+    outside = tmp_path / "base.pth"
+    outside.write_bytes(path.read_bytes())
+    build_trainer(config_for(tiny_overrides(tmp_path, "model=factorized", f"init_from={outside}")), tmp_path / "t2")
