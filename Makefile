@@ -2,6 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# Tests in parallel processes (pytest-xdist), one per core up to four; tests that share the Slurm cluster
+# carry xdist_group("slurm") and run one after another in one of them.
+PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
 
 .PHONY: run test test-exhaustive test-fast venv complexity bench clean mini pretrained
 
@@ -26,15 +29,15 @@ pretrained: venv
 
 # The suite, slow tests included (CI runs this).
 test: venv
-	$(PY) -m pytest -m "not exhaustive" $(ARGS)
+	$(PY) -m pytest $(PARALLEL) -m "not exhaustive" $(ARGS)
 
 # A release check: the suite and the full matrices (every kill point alone for every model, every step).
 test-exhaustive: venv
-	$(PY) -m pytest -m "" $(ARGS)
+	$(PY) -m pytest $(PARALLEL) -m "" $(ARGS)
 
 # The fast tests only (a quick check while developing).
 test-fast: venv
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(PARALLEL) $(ARGS)
 
 complexity: venv
 	$(PY) -m codec.complexity --kodak

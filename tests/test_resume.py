@@ -133,6 +133,7 @@ CHAIN = ["step:1", "write:best.pth:1", "epoch_end:1", "step:5", "validation:2", 
 PER_MODEL = ["step:5", "evaluation"]
 
 
+@pytest.mark.xdist_group("resume_harness")  # with the exhaustive test, so that both share the baselines
 def test_every_kill_situation_resumes_identically(straight):
     """The scale hyperprior killed at every situation in one chain of reruns; every other registered model
     killed mid-epoch and in evaluation. Each ends with the uninterrupted run's weights, results and one
@@ -142,6 +143,7 @@ def test_every_kill_situation_resumes_identically(straight):
 
 
 @pytest.mark.exhaustive
+@pytest.mark.xdist_group("resume_harness")
 def test_every_kill_point_alone_for_every_model_and_every_step(straight):
     """The release check (make test-exhaustive): each point of the chain alone, for every registered model,
     and a kill after every one of the nine steps for the scale hyperprior."""

@@ -163,6 +163,7 @@ def test_cluster_scripts_stop_nothing_by_name_and_write_nothing_under_etc():
     assert "SLURM_CONF" in start and "--force" in start
 
 
+@pytest.mark.xdist_group("slurm")  # beside the Slurm tests' cluster, never during one of them
 @pytest.mark.skipif(not shutil.which("slurmctld"), reason="slurm-wlm not installed")
 def test_start_refuses_a_foreign_cluster_configuration(tmp_path):
     out = subprocess.run(["bash", ".ci/slurm/start.sh"], cwd=REPO, capture_output=True, text=True, timeout=60,

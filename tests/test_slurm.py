@@ -33,7 +33,9 @@ def _cluster_up() -> bool:
     return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster (.ci/slurm/start.sh)")]
+# one at a time (pytest-xdist runs them in one worker): the cluster has two CPUs, which one test's jobs fill
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"),
+              pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster (.ci/slurm/start.sh)")]
 
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20", "device=cpu", "data.num_workers=0"]
