@@ -29,7 +29,7 @@ BENCHMARKS = [
     ("Kodak evaluation time against compressai.utils.eval_model", "evaluation_time.py", ["--repeats", "2"],
      ["--images", "1"]),
     ("Serial (joint autoregressive) coding against CompressAI's", "joint_autoregressive_coding.py", ["--images", "1"],
-     ["--images", "1", "--N", "32", "--M", "48"]),
+     ["--images", "1", "--N", "32", "--M", "48", "--crop", "256"]),
     ("Training-data loading: PNG against the packed copy (codec.prepare)", "data_loading.py", [],
      ["--seconds", "1"]),
     ("Peak memory per model, quickstart size", "peak_memory.py", [], []),

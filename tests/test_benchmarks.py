@@ -37,7 +37,7 @@ def test_serial_coding_benchmark_checks_both_coders_and_prints_their_times():
     """benchmarks/joint_autoregressive_coding.py (in make bench): it asserts identical bitstreams and decoded
     images itself, and prints seconds for CompressAI's coder, ours and the checkerboard model's."""
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "joint_autoregressive_coding.py"), "--images", "1",
-                          "--N", "32", "--M", "48"], capture_output=True, text=True, timeout=600, env=subprocess_env(),
+                          "--N", "32", "--M", "48", "--crop", "256"], capture_output=True, text=True, timeout=600, env=subprocess_env(),
                          cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:4]]

@@ -239,7 +239,7 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
     def sweep(sweep_dir, *extra):
         overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps"))]
         return [sys.executable, "sweep.py", "--no-analysis", *overrides, "model=factorized,hyperprior",
-                "lmbda=0.0067", "trainer.epochs=2", "trainer.steps_per_epoch=40", "trainer.max_steps=null",
+                "lmbda=0.0067", "trainer.epochs=2", "trainer.steps_per_epoch=5", "trainer.max_steps=null",
                 "trainer.checkpoint_every_steps=5", "eval.max_images=1", "hydra/launcher=local",
                 "hydra.launcher.cpu_jobs=2", f"hydra.sweep.dir={sweep_dir}", *extra]
 

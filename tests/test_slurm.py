@@ -94,12 +94,12 @@ def _sweep_requeued_at_first_checkpoint(tmp_path, cmd, tasks: int = 1) -> tuple[
 
 
 def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
-    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=60", "trainer.steps_per_epoch=60",
+    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=6", "trainer.steps_per_epoch=6",
                      "trainer.checkpoint_every_steps=1")
     code, output, _ = _sweep_requeued_at_first_checkpoint(tmp_path, cmd)
     assert code == 0, output[-4000:]
     results = _results(tmp_path)["hyperprior_lmbda0.013"]
-    assert results["train_steps"] == 60
+    assert results["train_steps"] == 6
     job_logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert "resuming from" in job_logs
 
@@ -111,13 +111,13 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
     stops both after the same step and resumes them."""
     from analysis.wandb_offline import find_runs
 
-    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=40", "trainer.steps_per_epoch=40",
+    cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=6", "trainer.steps_per_epoch=6",
                      "trainer.checkpoint_every_steps=1", "data.batch_size=2", "hydra.launcher.tasks_per_node=2")
     run_dir = tmp_path / "sweep" / "runs" / "hyperprior_lmbda0.013"
     code, output, job_folder = _sweep_requeued_at_first_checkpoint(tmp_path, cmd, tasks=2)
     assert code == 0, output[-4000:]
     results = _results(tmp_path)["hyperprior_lmbda0.013"]
-    assert results["train_steps"] == 40 and results["num_images"] == 1
+    assert results["train_steps"] == 6 and results["num_images"] == 1
     logs = {p.name: p.read_text() for p in job_folder.glob("*_log.*")}
     assert {f"{job_folder.name}_0_log.out", f"{job_folder.name}_1_log.out"} <= set(logs)  # two tasks
     assert "DDP: 2 processes (gloo), rank 0 of 2" in logs[f"{job_folder.name}_0_log.out"]
@@ -134,12 +134,11 @@ def _wait_for(condition, timeout, what):
         time.sleep(0.5)
 
 
-def _ladder(tmp_path, anchor_steps, **popen):
-    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", f"trainer.max_steps={anchor_steps}",
-                     f"trainer.steps_per_epoch={anchor_steps}",
-                     "ladder.finetune=['trainer.max_steps=3','trainer.steps_per_epoch=3']")
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-                            **popen)
+def _ladder(tmp_path, env=None, **popen):
+    cmd = _sweep_cmd(tmp_path, "--ladder", "model=factorized", "lmbda=0.0067,0.013", "trainer.max_steps=3",
+                     "trainer.steps_per_epoch=3", "ladder.finetune=['trainer.max_steps=3','trainer.steps_per_epoch=3']")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env or _env(), **popen)
 
 
 def _fine_tune_scripts(tmp_path):
@@ -155,9 +154,11 @@ def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors_and_outliv
 
     from codec.checkpoint import load_checkpoint
 
-    # an anchor long enough (400 tiny steps) to be still training when the fine-tunes are submitted
-    sweep = _ladder(tmp_path, 400, start_new_session=True)
+    # the anchor is held after its first step (tests/hold) until the sweep is dead, then released
+    held = tmp_path / "held"
+    sweep = _ladder(tmp_path, _env(**hold_env(held, 1)), start_new_session=True)
     try:
+        wait_for_held(held, 1, lambda: sweep.poll() is None, "the anchor")
         _wait_for(lambda: _fine_tune_scripts(tmp_path) or sweep.poll() is not None, 300, "no fine-tune was submitted")
         assert sweep.poll() is None, sweep.communicate()[0][-3000:]
         os.killpg(sweep.pid, signal.SIGKILL)
@@ -165,6 +166,7 @@ def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors_and_outliv
     finally:
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
+    (held / "release").touch()
     [array] = [line.split("Slurm job ")[1].split(";")[0] for line in output.splitlines()
                if line.startswith("anchors submitted as Slurm job")]
     anchor = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013"
@@ -191,7 +193,7 @@ def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     broken = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013" / "checkpoints" / "last.pth"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")
-    sweep = _ladder(tmp_path, 3)
+    sweep = _ladder(tmp_path)
     try:
         output = sweep.communicate(timeout=600)[0]
     finally:
