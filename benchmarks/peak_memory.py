@@ -1,6 +1,6 @@
 """Peak memory of a training step and of an evaluation, per model.
 
-    python benchmarks/peak_memory.py                    # quickstart size: batch 8 of 64x64, N=32 M=48
+    python benchmarks/peak_memory.py                    # a small size: batch 8 of 64x64, N=32 M=48
     python benchmarks/peak_memory.py --size protocol    # the seminar's crops and channels (low tier), batch 16
     python benchmarks/peak_memory.py --device cuda
 
@@ -32,7 +32,7 @@ from codec.models import REGISTRY  # noqa: E402
 # batch, crop, channels (None: the model's low tier from its config). The seminar trains with
 # batch 64; 16 keeps the CPU run short, and activation memory grows about linearly with the batch.
 SIZES = {
-    "quickstart": {"batch": 8, "patch": 64, "channels": (32, 48)},
+    "small": {"batch": 8, "patch": 64, "channels": (32, 48)},
     "protocol": {"batch": 16, "patch": 256, "channels": None},
 }
 
@@ -100,7 +100,7 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(REGISTRY))
-    parser.add_argument("--size", choices=sorted(SIZES), default="quickstart")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=2, metavar=("PHASE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

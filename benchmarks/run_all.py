@@ -32,7 +32,7 @@ BENCHMARKS = [
      ["--images", "1", "--N", "32", "--M", "48", "--crop", "256"]),
     ("Training-data loading: PNG against the packed copy (codec.prepare)", "data_loading.py", [],
      ["--seconds", "1"]),
-    ("Peak memory per model, quickstart size", "peak_memory.py", [], []),
+    ("Peak memory per model, a small size (N=32 M=48, batch 8 of 64x64)", "peak_memory.py", [], []),
     ("Peak memory per model, the protocol's size", "peak_memory.py", ["--size", "protocol"],
      ["--size", "protocol", "--models", "factorized"]),
 ]
