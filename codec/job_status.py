@@ -97,10 +97,14 @@ def fail_the_cluster_job() -> None:
     after submitit has stored that result: Slurm then records the job FAILED, and jobs queued behind it
     with --dependency=afterok (the ladder's fine-tunes) are cancelled instead of started. Elsewhere (run.py,
     the basic and local launchers) nothing changes."""
-    if not os.environ.get("SUBMITIT_FOLDER") or not os.environ.get("SLURM_JOB_ID"):
+    submitit_job = Path(sys.argv[0]).parts[-3:] == ("submitit", "core", "_submit.py")  # not a process it started
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or not submitit_job:
         return
 
     def exit_failed() -> None:
+        # Registered last, so it runs first and skips the exit handlers registered before it. Nothing is
+        # lost by that: the W&B run was finished by the job (codec/job.py), submitit has written the
+        # result, log records are flushed as they are written, and loader workers have ended.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)  # the one way to set a status once the interpreter is exiting

@@ -71,9 +71,13 @@ def _killed_then_resumed(root, model, points, name):
     again), then the rerun that finishes; its output, with the checks after each kill's rerun folded
     into the final one: a resume that went wrong anywhere in the chain shows in the final weights."""
     run_dir = root / name
-    for point in points:
-        _run(_command(root, model, run_dir, point), -9)
+    for i, point in enumerate(points):
+        killed = _run(_command(root, model, run_dir, point), -9)
+        if i and points[i - 1] not in BEFORE_ANY_CHECKPOINT:  # killpoint flushes stdout before the kill
+            assert "resuming from" in killed.stdout, (name, point, killed.stdout[-2000:])
     resumed = _run(_command(root, model, run_dir), 0)
+    if points[-1] == "evaluation":  # training had ended: the rerun resumes at the last step and only evaluates
+        assert re.search(rf"resuming from .*: epoch 3, step {STEPS}\b", resumed.stdout), (name, resumed.stdout[-2000:])
     return run_dir, resumed.stdout
 
 
@@ -128,6 +132,8 @@ def _check(straight, plan):
 # right after an epoch's last.pth, mid-epoch after a step checkpoint (step 5: after step 4's, inside
 # epoch 2), during validation, during the write of last.pth, during evaluation.
 CHAIN = ["step:1", "write:best.pth:1", "epoch_end:1", "step:5", "validation:2", "write:last.pth:2", "evaluation"]
+# kills that leave no checkpoint to resume from (last.pth is written every 2 steps): the rerun starts over
+BEFORE_ANY_CHECKPOINT = {"step:1"}
 # What differs between models in a resume is the state they save (optimizers, the entropy models'
 # buffers, a context model) and how they are coded: mid-epoch resume and evaluation for every model.
 PER_MODEL = ["step:5", "evaluation"]

@@ -202,7 +202,6 @@ def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     assert sweep.returncode != 0, output[-3000:]
     assert "failed.json" in output and "Slurm cancelled the fine-tunes" in output, output[-3000:]
     [job] = {p.name.split("_")[0] for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()}  # one array
-    print(output[-4000:])
     # the cluster keeps ended jobs for MinJobAge (600 s, .ci/slurm/start.sh); no accounting database
     shown = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30,
                            env=_env()).stdout.splitlines()

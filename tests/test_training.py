@@ -229,7 +229,7 @@ def test_init_from_with_other_shapes_is_refused_by_name(tmp_path):
 
 
 def test_init_from_a_run_that_did_not_finish_is_refused(tmp_path):
-    """A ladder's anchor that failed (or is still training) leaves a last.pth: a fine-tune must not start
+    """A ladder's anchor that failed (or was killed: resumable) leaves a last.pth: a fine-tune must not start
     from that half-trained model. A checkpoint outside a run directory (pretrained/) is taken as it is."""
     source = tmp_path / "source"
     train_and_evaluate(config_for(tiny_overrides(tmp_path, "model=factorized")), source)
