@@ -189,7 +189,8 @@ def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors_and_outliv
 def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     """The anchor's job fails (its run directory holds a last.pth that is not a checkpoint): Slurm cancels
     the fine-tunes queued behind it (--kill-on-invalid-dep) instead of leaving them pending for ever, none
-    of them runs, and the sweep ends non-zero naming the failure."""
+    of them runs, and the sweep ends non-zero naming the failure. Fixed and rerun as the message says, the
+    new fine-tunes wait for the new anchors' job (not the failed one still in the sweep folder) and finish."""
     broken = tmp_path / "sweep_anchors" / "runs" / "factorized_lmbda0.013" / "checkpoints" / "last.pth"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")
@@ -208,3 +209,18 @@ def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     assert shown and all("JobState=CANCELLED" in line and "Reason=DependencyNeverSatisfied" in line
                          for line in shown), shown
     assert not list((tmp_path / "sweep" / "runs").glob("*/.hydra"))  # no fine-tune started
+    broken.unlink()
+    rerun = _ladder(tmp_path)
+    try:
+        output = rerun.communicate(timeout=600)[0]
+    finally:
+        if rerun.poll() is None:
+            rerun.kill()
+    assert rerun.returncode == 0, output[-3000:]
+    [anchors] = [line.split("Slurm job ")[1].split(";")[0] for line in output.splitlines()
+                 if line.startswith("anchors submitted as Slurm job")]
+    assert int(anchors) > int(job)
+    new_scripts = [p for p in _fine_tune_scripts(tmp_path) if p.parent.name.split("_")[0] != job]
+    assert new_scripts and all(f"--dependency=afterok:{anchors}\n" in p.read_text() for p in new_scripts)
+    assert all((tmp_path / "sweep" / "runs" / f"factorized_lmbda{lmbda}" / "results.json").is_file()
+               for lmbda in ("0.0067", "0.013"))
