@@ -243,11 +243,19 @@ class Trainer:
 
     def init_weights(self, path: Path) -> None:
         """The model's weights from another checkpoint (fine-tuning, e.g. a lambda ladder); optimizers,
-        scheduler and step count stay fresh. Every parameter must be there with this model's shape."""
+        scheduler and step count stay fresh. Every parameter must be there with this model's shape, and a
+        checkpoint inside a run directory must be of a finished run."""
         if not path.is_file():
             raise LicSweepError(f"init_from={path} does not exist" + (
                 "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
                 "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
+        unfinished = unfinished_run(path)
+        if unfinished:  # e.g. a ladder's anchor that failed: its last.pth is a half-trained model
+            source, state = unfinished
+            raise LicSweepError(f"init_from={path}: its run ({source}) is {state}, not finished"
+                                + (f" (see {source / 'failed.json'})" if state == "failed" else "")
+                                + "; fine-tune from a finished run, or copy the checkpoint out of its run directory "
+                                  "to start from it as it is")
         ckpt, identity = model_checkpoint(path, map_location=self.device)
         own = self.model.state_dict()
         weights = with_derived_buffers(own, ckpt["state_dict"])  # pretrained/ leaves the rebuilt buffers out
@@ -496,13 +504,6 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
                       make_scheduler(config, optimizer))
     resume = Path(config.resume) if config.resume else None
     if config.init_from and not (resume or trainer.ckpt_dir / "last.pth").exists():
-        unfinished = unfinished_run(Path(config.init_from))
-        if unfinished:  # e.g. a ladder's anchor that failed: its last.pth is a half-trained model
-            source, state = unfinished
-            raise LicSweepError(f"init_from={config.init_from}: its run ({source}) is {state}, not finished"
-                                + (f" (see {source / 'failed.json'})" if state == "failed" else "")
-                                + "; fine-tune from a finished run, or copy the checkpoint out of its run directory "
-                                  "to start from it as it is")
         trainer.init_weights(Path(config.init_from))
     trainer.resume(resume)
     return trainer

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sweep import _job_ids
 from tests.conftest import REPO, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 
@@ -141,6 +142,15 @@ def _ladder(tmp_path, env=None, **popen):
                             env=env or _env(), **popen)
 
 
+def _output_of(process: subprocess.Popen, timeout: float = 600) -> str:
+    """The command's output once it ended (killed if it outlives `timeout`, failing the test)."""
+    try:
+        return process.communicate(timeout=timeout)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def _fine_tune_scripts(tmp_path):
     return list((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh"))
 
@@ -195,14 +205,10 @@ def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")
     sweep = _ladder(tmp_path)
-    try:
-        output = sweep.communicate(timeout=600)[0]
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
+    output = _output_of(sweep)
     assert sweep.returncode != 0, output[-3000:]
     assert "failed.json" in output and "Slurm cancelled the fine-tunes" in output, output[-3000:]
-    [job] = {p.name.split("_")[0] for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir()}  # one array
+    [job] = _job_ids(tmp_path / "sweep" / ".submitit")  # one array
     # the cluster keeps ended jobs for MinJobAge (600 s, .ci/slurm/start.sh); no accounting database
     shown = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30,
                            env=_env()).stdout.splitlines()
@@ -211,11 +217,7 @@ def test_a_failed_anchor_cancels_its_fine_tunes(tmp_path):
     assert not list((tmp_path / "sweep" / "runs").glob("*/.hydra"))  # no fine-tune started
     broken.unlink()
     rerun = _ladder(tmp_path)
-    try:
-        output = rerun.communicate(timeout=600)[0]
-    finally:
-        if rerun.poll() is None:
-            rerun.kill()
+    output = _output_of(rerun)
     assert rerun.returncode == 0, output[-3000:]
     [anchors] = [line.split("Slurm job ")[1].split(";")[0] for line in output.splitlines()
                  if line.startswith("anchors submitted as Slurm job")]
