@@ -8,11 +8,19 @@ PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
 
 .PHONY: run test test-exhaustive test-fast venv complexity bench clean mini pretrained
 
+# pip quiet: no "Collecting ..." or progress lines, only its warnings and errors; its whole output goes to
+# $(VENV)/pip.log (a conflict's explanation, for one, is not an error line). A failed install prints pip's
+# error and stops make before the sweep; .installed is written only after a full install.
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check --log $(VENV)/pip.log
+PIP_FAILED := { echo "make: pip failed (its error above; its whole output in $(VENV)/pip.log)" >&2; exit 1; }
+
 $(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -r requirements.txt
-	touch $@
+	@echo "Installing requirements.txt into $(VENV) (a few minutes the first time; pip shows only errors)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip || $(PIP_FAILED)
+	@$(PIP) -r requirements.txt || $(PIP_FAILED)
+	@touch $@
+	@echo "$(VENV) ready"
 
 venv: $(VENV)/.installed
 

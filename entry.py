@@ -124,8 +124,8 @@ def task_wrapper(task: Callable[[RunConfig, Path], dict], cfg: DictConfig, run_d
       is raised (a user error prints one line and exits 2, a bug keeps its traceback). A directory held by
       another live job is refused without touching that job's files.
     """
-    from codec import job_status
-    from codec.train import export_slurm_distributed
+    from codec.records import status as job_status
+    from codec.training.distributed import export_slurm_distributed
 
     export_slurm_distributed()  # several Slurm tasks of one grid point: one DDP job, rank 0 keeps the status
 

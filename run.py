@@ -30,22 +30,15 @@ def main(cfg: DictConfig) -> dict:
 
 def run(config: RunConfig, run_dir: Path) -> dict:
     if config.task == Task.classical:
-        from codec.classical import evaluate_classical_anchors
-        from codec.datasets import set_folder, set_name
+        from codec.runs.job import classical_anchors
 
-        e, points = config.eval, []
-        for i, entry in enumerate(e.sets):  # the first set's points in classical/, the others' in classical/<set>/
-            out = run_dir / "classical" / ("" if i == 0 else set_name(entry))
-            points += evaluate_classical_anchors(e.classical_codecs, e.classical_qualities,
-                                                 set_folder(entry, e.sets_root), out, e.max_images)
-        print(f"done: {len(points)} classical anchor points in {run_dir / 'classical'}")
-        return {"classical": points}
+        return classical_anchors(config, run_dir)
     if config.task == Task.eval:
-        from codec.evaluate import evaluate_checkpoint
+        from codec.runs.job import evaluate_checkpoint
 
         summary = evaluate_checkpoint(config, run_dir)
     else:
-        from codec.job import train_and_evaluate
+        from codec.runs.job import train_and_evaluate
 
         summary = train_and_evaluate(config, run_dir)
     shown = {k: summary[k] for k in ("bpp", "psnr", "ms_ssim", "train_steps", "stopped_by") if k in summary}

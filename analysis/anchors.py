@@ -50,7 +50,7 @@ def load_anchors(names: dict[str, str] | None = None) -> dict[str, pd.DataFrame]
 def anchors_for_set(name: str | None) -> dict[str, pd.DataFrame]:
     """The published curves measured on a test set: Kodak's (learned and classical) for kodak, the classical
     ones its manifest names for another set (CLIC 2020 test: VTM, BPG), none for a set nobody published."""
-    from codec.datasets import manifests
+    from codec.data.test_sets import manifests
 
     m = manifests().get(name or "kodak")
     if m is None or not m.anchors:

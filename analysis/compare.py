@@ -20,16 +20,18 @@ import pandas as pd
 from analysis.sources import run_results
 from analysis.tables import bd_metrics, model_order, write_table
 from codec.errors import LicSweepError
+from codec.records.layout import SweepDir
 
 
 def _runs(root: Path) -> pd.DataFrame:
     rows = []
-    for path, r in run_results(root):
-        if isinstance(r, Exception):
-            raise LicSweepError(f"{path}: unreadable ({r})")
-        if "train_steps" in r:
-            rows.append({"model": r["model"], "lmbda": r["lmbda"], "bpp": r["bpp"], "psnr": r["psnr"],
-                         "steps": r["train_steps"], "fine_tuned": bool(r.get("init_from"))})
+    for path, record in run_results(root):
+        if isinstance(record, Exception):
+            raise LicSweepError(str(record))
+        if record.training:
+            rows.append({"model": record.identity.model, "lmbda": record.identity.lmbda,
+                         "bpp": record.headline["bpp"], "psnr": record.headline["psnr"],
+                         "steps": record.training.train_steps, "fine_tuned": bool(record.identity.init_from)})
     if not rows:
         raise LicSweepError(f"no finished training runs (results.json) under {root}")
     return pd.DataFrame(rows)
@@ -37,7 +39,7 @@ def _runs(root: Path) -> pd.DataFrame:
 
 def compare(ladder_root: Path, scratch_root: Path) -> pd.DataFrame:
     ladder, scratch = _runs(ladder_root), _runs(scratch_root)
-    anchor_root = ladder_root.parent / f"{ladder_root.name}_anchors"  # ladder.refine_anchor: anchors apart
+    anchor_root = SweepDir(ladder_root).anchors.path  # ladder.refine_anchor: anchors apart
     anchors = _runs(anchor_root) if anchor_root.is_dir() else ladder[~ladder["fine_tuned"]]
     rows = []
     for model in model_order(ladder["model"]):

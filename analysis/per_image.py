@@ -18,16 +18,14 @@ from codec.errors import LicSweepError
 def per_image_points(root: str | Path, dataset: str | None = None) -> pd.DataFrame:
     """One row per (model, lambda, image) from the results.json files under root (classical runs excluded),
     on one test set (default: each run's headline set)."""
-    from codec.evaluate import results_for_set
-
     rows = []
-    for path, values in run_results(root):
-        if isinstance(values, Exception):
-            raise LicSweepError(f"{path}: unreadable ({values})")
-        r = results_for_set(values, dataset)
-        for img in (r or {}).get("per_image", []):
-            rows.append({"model": r["model"], "lmbda": r.get("lmbda"), "image": img["image"], "bpp": img["bpp"],
-                         "psnr": img["psnr"]})
+    for path, record in run_results(root):
+        if isinstance(record, Exception):
+            raise LicSweepError(str(record))
+        s = record.for_set(dataset)
+        for img in s.per_image if s else []:
+            rows.append({"model": record.identity.model, "lmbda": record.identity.lmbda, "image": img.image,
+                         "bpp": img.bpp, "psnr": img.psnr})
     return pd.DataFrame(rows, columns=["model", "lmbda", "image", "bpp", "psnr"])
 
 

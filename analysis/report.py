@@ -12,7 +12,8 @@ from analysis.anchors import anchors_for_set
 from analysis.plots import rd_plot, training_curves
 from analysis.sources import history, load_runs
 from analysis.per_image import per_image_bd_table, per_image_points
-from analysis.tables import bd_table, complexity_for_runs, curve_checks, part3_table, write_table
+from analysis.tables import (bd_table, complexity_for_runs, curve_checks, part3_table, to_markdown,
+                             with_integer_columns, write_table)
 
 
 def classical_curves(root: Path, subfolder: str = "") -> dict[str, pd.DataFrame]:
@@ -53,7 +54,7 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
 
     part3 = part3_table(frame)
     written["results_table"] = write_table(part3, out_dir, "results")["md"]
-    frame.to_csv(out_dir / "runs.csv", index=False)
+    with_integer_columns(frame, round_values=False).to_csv(out_dir / "runs.csv", index=False)
     bd_ref = reference if reference in set(frame["model"]) or reference in anchors else frame["model"].iloc[0]
     bd = bd_table(frame, reference=bd_ref, anchors=anchors)
     written["bd_table"] = write_table(bd, out_dir, "bd_rate", floatfmt=".2f")["md"]
@@ -77,14 +78,14 @@ def build_report(runs_root: str | Path | None, out_dir: str | Path, source: str 
     if complexity:
         written["complexity_table"] = write_table(complexity_for_runs(frame), out_dir, "complexity", ".0f")["md"]
 
-    print(part3.to_markdown(index=False, floatfmt=".4f"))
+    print(to_markdown(part3))
     if vtm is not None:
         print(f"\nBD-rate against VTM ({set_label}, CompressAI's published VTM curve):")
-        print(vtm.to_markdown(index=False, floatfmt=".2f"))
+        print(to_markdown(vtm, floatfmt=".2f"))
     print()
-    print(bd.to_markdown(index=False, floatfmt=".2f"))
+    print(to_markdown(bd, floatfmt=".2f"))
     print()
-    print(checks.to_markdown(index=False, floatfmt=".2f"))
+    print(to_markdown(checks, floatfmt=".2f"))
     if log_to_wandb:
         _log_report(written, part3, bd, online.get("project", "lic-sweep"))
     written["set"] = set_label

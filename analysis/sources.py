@@ -3,7 +3,6 @@ project online, or run directories' results.json. Unfinished and crashed runs ar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +11,8 @@ import pandas as pd
 
 from analysis.wandb_offline import find_runs, read_run
 from codec.errors import LicSweepError
+from codec.records.layout import RunDir
+from codec.records.record import RunRecord, UnreadableRecord, read_record, sets_in_summary, summary_for_set
 
 COLUMNS = ["model", "lmbda", "N", "M", "rate", "bpp", "psnr", "ms_ssim", "bits", "num_pixels", "num_images",
            "enc_time", "dec_time", "run_id", "group", "state", "source", "git_commit"]
@@ -25,21 +26,6 @@ class Runs:
     looked_in: str = ""
     sets: list[str] = field(default_factory=list)  # the test sets the runs were evaluated on, headline first
     headline: str | None = None  # the set the frame holds
-
-
-def _summary_for_set(values: dict, name: str | None) -> dict | None:
-    """A W&B summary's fields for one test set: the headline's as they are, another's from its
-    "<set>/<field>" keys (codec.evaluate.evaluate_run writes both); None if the run lacks that set."""
-    if name is None or values.get("set") == name:
-        return values
-    if name not in (values.get("eval_sets") or []):
-        return None
-    prefix = f"{name}/"
-    return {**values, **{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}, "set": name}
-
-
-def _sets_of(values: dict) -> list[str]:
-    return list(values.get("eval_sets") or ([values["set"]] if values.get("set") else []))
 
 
 def _row(values: dict, **extra) -> dict:
@@ -77,8 +63,8 @@ def from_offline_wandb(root: str | Path, dataset: str | None = None) -> Runs:
             continue
         values = {**run.config, **run.summary, "run_id": run.run_id, "group": run.group, "state": run.state,
                   "git_commit": (run.config.get("repro") or {}).get("git_commit")}
-        sets += _sets_of(values)
-        _sort_run(_summary_for_set(values, dataset), f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline",
+        sets += sets_in_summary(values)
+        _sort_run(summary_for_set(values, dataset), f"{run.name or run.run_id}", f" ({run.path})", "wandb-offline",
                   rows, left_out, dataset)
     return _finish(rows, left_out, str(root), sets, dataset)
 
@@ -97,32 +83,31 @@ def _sort_run(values: dict | None, name: str, where: str, source: str, rows: lis
         rows.append(_row(values, source=source))
 
 
-def run_results(root: str | Path) -> Iterator[tuple[Path, dict | Exception]]:
-    """(path, values) for every run's results.json under `root`, in path order, the classical anchors'
-    files left out; values is the exception when a file cannot be read. The one walk over results files
-    that every reader of run directories (tables, per-image statistics, ladder comparison) goes through."""
-    for path in sorted(p for p in Path(root).rglob("results.json") if "classical" not in p.parts):
+def run_results(root: str | Path) -> Iterator[tuple[Path, RunRecord | Exception]]:
+    """(path, record) for every run record (results.json) under `root`, in path order, the classical
+    anchors' left out; the record is the exception when a file cannot be read. The one walk over run
+    records that every reader of run directories (tables, per-image statistics, ladder comparison) goes
+    through."""
+    for path in sorted(p for p in Path(root).rglob(RunDir(".").results.name) if "classical" not in p.parts):
         try:
-            yield path, json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            yield path, read_record(path)
+        except UnreadableRecord as exc:
             yield path, exc
 
 
 def from_results(root: str | Path, dataset: str | None = None) -> Runs:
-    """Every results.json under `root` (run directories), classical anchors excluded; `dataset` as in
+    """Every run record under `root` (run directories), classical anchors excluded; `dataset` as in
     from_offline_wandb."""
-    from codec.evaluate import results_for_set
-
     results = list(run_results(root))
     if not results:
         raise LicSweepError(f"no results.json under {root}")
     rows, left_out, sets = [], [], []
-    for path, values in results:
-        if isinstance(values, Exception):
-            left_out.append(f"{path}: unreadable ({values})")
+    for path, record in results:
+        if isinstance(record, Exception):
+            left_out.append(f"{path}: unreadable ({record})")
             continue
-        sets += list(values.get("sets") or ([values["set"]] if values.get("set") else []))
-        values = results_for_set(values, dataset)
+        sets += list(record.sets)
+        values = record.row(dataset)
         if values is None:
             left_out.append(f"{path}: not evaluated on {dataset}")
             continue
@@ -151,8 +136,8 @@ def from_wandb_api(project: str, entity: str | None = None, group: str | None = 
     rows, left_out, sets = [], [], []
     for run in api_runs:
         values = {**dict(run.config), **dict(run.summary), "run_id": run.id, "group": run.group, "state": run.state}
-        sets += _sets_of(values)
-        _sort_run(_summary_for_set(values, dataset), run.name, "", "wandb-api", rows, left_out, dataset)
+        sets += sets_in_summary(values)
+        _sort_run(summary_for_set(values, dataset), run.name, "", "wandb-api", rows, left_out, dataset)
     return _finish(rows, left_out, f"W&B project {path} (group={group}, tags={tags})", sets, dataset)
 
 

@@ -80,12 +80,12 @@ def load_for_eval(name: str, checkpoint: Path):
     """The model as eval_model loads it (architecture by name; update(force=True))."""
     from compressai.utils.eval_model.__main__ import load_checkpoint
 
-    from codec.models import registry_entry
+    from codec.models.registry import registry_entry
 
     architecture = registry_entry(name).compressai_name
     if architecture:
         return load_checkpoint(architecture, False, str(checkpoint))
-    from codec.evaluate import load_model  # not in CompressAI's zoo (the checkerboard model): ours, weights_only
+    from codec.models.checkpoint import load_model
 
     net, _ = load_model(checkpoint)
     net.update(force=True)

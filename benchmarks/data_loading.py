@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.data import CropDataset, split_files  # noqa: E402
-from codec.prepare import prepare  # noqa: E402
+from codec.data.training import CropDataset, split_files
+from codec.data.prepare import prepare
 
 VIMEO = REPO / "data" / "vimeo-sample"
 

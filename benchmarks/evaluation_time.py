@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import compressai_peer  # noqa: E402
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.models import REGISTRY  # noqa: E402
+from codec.models.registry import REGISTRY
 
 
 def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
     """The weights both sides load, as one {"state_dict": ...} file."""
-    from codec.checkpoint import load_checkpoint
-    from codec.models import build_model
+    from codec.models.checkpoint import load_checkpoint
+    from codec.models.registry import build_model
 
     path = tmp / f"{name}.pth"
     trained = Path(args.checkpoints or ".") / "runs" / f"{name}_lmbda0.0067" / "checkpoints" / "best.pth"
@@ -46,7 +46,9 @@ def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
 
 
 def time_ours(checkpoint: Path, folder: Path, count: int) -> tuple[float, dict]:
-    from codec.evaluate import evaluate_model, load_model, summarize
+    from codec.evaluation.evaluate import evaluate_model
+    from codec.models.checkpoint import load_model
+    from codec.records.record import summarize
 
     with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # no progress bar
         start = time.perf_counter()
@@ -73,7 +75,7 @@ def main() -> None:
                         help="a sweep directory with runs/<model>_lmbda0.0067/checkpoints/best.pth")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from codec.evaluate import list_eval_images
+    from codec.evaluation.evaluate import list_eval_images
 
     folder = REPO / "data" / "kodak"
     files, _ = list_eval_images(folder, args.images)

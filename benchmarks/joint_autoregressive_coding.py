@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codec import fast_autoregressive  # noqa: E402
-from codec.bitstream import pad  # noqa: E402
-from codec.evaluate import list_eval_images, to_tensor  # noqa: E402
-from codec.images import read_rgb  # noqa: E402
-from codec.models import build_model  # noqa: E402
+from codec.models import fast_autoregressive  # noqa: E402
+from codec.models.bitstream import pad
+from codec.evaluation.evaluate import list_eval_images, to_tensor
+from codec.data.images import read_rgb
+from codec.models.registry import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def main() -> None:
     print("| coder | encode s | decode s |")
     print("|---|---|---|")
     print(f"| CompressAI JointAutoregressiveHierarchicalPriors | {totals['ca_enc'] / n:.2f} | {totals['ca_dec'] / n:.2f} |")
-    print(f"| ours (codec/fast_autoregressive.py), bit-exact | {totals['our_enc'] / n:.2f} | {totals['our_dec'] / n:.2f} |")
+    print(f"| ours (codec/models/fast_autoregressive.py), bit-exact | {totals['our_enc'] / n:.2f} | {totals['our_dec'] / n:.2f} |")
     print(f"| checkerboard (two-pass) | {totals['cb_enc'] / n:.2f} | {totals['cb_dec'] / n:.2f} |")
     print(f"\nspeed-up over CompressAI: encode {totals['ca_enc'] / totals['our_enc']:.1f}x, "
           f"decode {totals['ca_dec'] / totals['our_dec']:.1f}x; identical bitstreams and decoded images")

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.models import REGISTRY  # noqa: E402
+from codec.models.registry import REGISTRY
 
 # batch, crop, channels (None: the model's low tier from its config). The seminar trains with
 # batch 64; 16 keeps the CPU run short, and activation memory grows about linearly with the batch.
@@ -76,7 +76,7 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
     if phase == "train":
         import tempfile
 
-        from codec.train import build_trainer
+        from codec.training.trainer import build_trainer
 
         with tempfile.TemporaryDirectory() as tmp:
             trainer = build_trainer(config, Path(tmp))
@@ -86,8 +86,8 @@ def child(phase: str, name: str, size: str, device_name: str) -> dict:
                 trainer.train_step(x)
             peak = _peak(device)
     else:
-        from codec.evaluate import evaluate_model
-        from codec.models import build_model
+        from codec.evaluation.evaluate import evaluate_model
+        from codec.models.registry import build_model
 
         torch.manual_seed(0)
         model = build_model(name, config.model.N, config.model.M).to(device).eval()

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import compressai_peer  # noqa: E402
 from benchmarks.common import REPO, header  # noqa: E402
-from codec.models import REGISTRY  # noqa: E402
+from codec.models.registry import REGISTRY
 
 
 def our_config(name: str, args, run_dir: Path, extra: list[str]):
@@ -70,7 +70,8 @@ def protocol_ablation(packed: Path) -> list[tuple[str, list[str]]]:
 
 
 def time_ours(name: str, args, tmp: Path, extra: list[str] = ()) -> tuple[float, object]:
-    from codec.train import CheckpointPolicy, build_trainer
+    from codec.training.callbacks import CheckpointPolicy
+    from codec.training.trainer import build_trainer
 
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
     config = our_config(name, args, run_dir, extra)
@@ -83,7 +84,7 @@ def time_ours(name: str, args, tmp: Path, extra: list[str] = ()) -> tuple[float,
 
 
 def time_peer(name: str, args, files: list[Path], tmp: Path, seed: int) -> float:
-    from codec.models import build_model
+    from codec.models.registry import build_model
 
     device = torch.device(args.device)
     dataset = compressai_peer.image_folder(files, tmp / "peer_data", args.patch)
@@ -141,7 +142,7 @@ def main() -> None:
                      f"{len(files)} PNG files (data/vimeo-sample), {args.steps} steps, "
                      f"{args.workers} loader workers, device {args.device}, our options: {' '.join(args.set)}"))
         if args.protocol:
-            from codec.prepare import prepare
+            from codec.data.prepare import prepare
 
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 prepare(REPO / "data" / "vimeo-sample", tmp / "packed", "vimeo", "sep_trainlist.txt")
@@ -159,7 +160,7 @@ def main() -> None:
                     ours[label].append(time_ours(name, args, tmp, extra)[0])
             cells = [f"{images / min(t):.1f} ({min(peer) / min(t):.2f}x)" for t in ours.values()]
             if args.record:
-                from codec.cost import device_key, record
+                from codec.runs.cost import device_key, record
 
                 default = next((t for label, t in ours.items() if "default" in label), list(ours.values())[-1])
                 record(device_key(args.device), name, args.N, args.M, args.patch, args.batch, images / min(default),

@@ -9,6 +9,7 @@ type cannot say (ranges, rules across fields) is checked by `validate`. The libr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +18,14 @@ from typing import Any, Optional
 from omegaconf import II, MISSING
 
 from codec.errors import ConfigError
+
+# A key whose value does not change what a run computes (where it logs, how often it checkpoints, how
+# many loader processes): a finished run with another value of it still counts as done (config_fingerprint).
+SAME_RESULTS = {"same_results": True}
+
+
+def _same_results(default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, default_factory=factory, metadata=SAME_RESULTS)
 
 
 class Task(StrEnum):
@@ -70,7 +79,7 @@ class Channels:
 
 @dataclass
 class ModelConfig:
-    # A name in the model registry (codec/models.py); conf/model/<name>.yaml selects it.
+    # A name in the model registry (codec/models/registry.py); conf/model/<name>.yaml selects it.
     name: str = MISSING
     # Channels per rate tier; null: the registry's table for the model (the protocol's).
     channels: Optional[dict[Rate, Channels]] = None
@@ -97,7 +106,7 @@ class DataConfig:
     # Loader processes per training process: a number, or auto (the CPUs this process may use, from
     # its affinity mask, which Slurm's cpus_per_task sets, shared among the node's DDP ranks, minus one
     # for the training loop; at most 8).
-    num_workers: str = "auto"
+    num_workers: str = _same_results("auto")
     # Images smaller than patch_size: pad (reflect) or skip.
     small_images: SmallImages = SmallImages.pad
     # Keep decoded images in memory (small data sets only).
@@ -134,16 +143,16 @@ class TrainerConfig:
     steps_per_epoch: Optional[int] = None
     # Gradient clipping of the model's parameters (0 or null: off).
     clip_max_norm: Optional[float] = 1.0
-    log_every_steps: int = 50
-    # Write last.pth every epoch, and also every this many minutes and every this many steps (0, null: off).
-    checkpoint_every_minutes: float = 10.0
-    checkpoint_every_steps: Optional[int] = None
+    log_every_steps: int = _same_results(50)
+    # Write last.pth every epoch, and also every this many minutes (0: off) and every this many steps (null: off).
+    checkpoint_every_minutes: float = _same_results(10.0)
+    checkpoint_every_steps: Optional[int] = _same_results(None)
     # Limit validation to this many batches (null: all).
     val_batches: Optional[int] = None
     # Model and batches in channels-last (NHWC) layout while training: faster convolutions.
     channels_last: bool = True
     # 32 | bf16 | 16: autocast the transforms while training (entropy models and loss stay float32;
-    # 16 adds a GradScaler). Validation and evaluation are always float32 (codec/precision.py).
+    # 16 adds a GradScaler). Validation and evaluation are always float32 (codec/training/precision.py).
     precision: str = "32"
     # torch.compile the transforms' training forward (off: on this 2-core CPU inductor takes over a
     # minute to compile and then steps within noise of eager; benchmarks/README.md). Validation and
@@ -160,10 +169,10 @@ class EvalConfig:
     sets: list[str] = field(default_factory=lambda: ["kodak"])
     # Where fetched sets live (null: $LIC_SWEEP_DATASETS, else data/sets in the repository).
     sets_root: Optional[str] = None
-    entropy_coder_device: CoderDevice = CoderDevice.cpu
+    entropy_coder_device: CoderDevice = _same_results(CoderDevice.cpu)
     max_images: Optional[int] = None
-    save_bitstreams: bool = False
-    save_reconstructions: bool = False
+    save_bitstreams: bool = _same_results(False)
+    save_reconstructions: bool = _same_results(False)
     classical_codecs: list[ClassicalCodec] = field(default_factory=lambda: [ClassicalCodec.jpeg,
                                                                              ClassicalCodec.webp])
     classical_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
@@ -202,13 +211,13 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    ladder: LadderConfig = field(default_factory=LadderConfig)
-    task: Task = Task.train
+    logger: LoggerConfig = _same_results(factory=LoggerConfig)
+    ladder: LadderConfig = _same_results(factory=LadderConfig)
+    task: Task = _same_results(Task.train)
     # task=eval: the checkpoint to evaluate (ours or a CompressAI state_dict).
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = _same_results(None)
     # A checkpoint to resume from (default: the run directory's checkpoints/last.pth).
-    resume: Optional[str] = None
+    resume: Optional[str] = _same_results(None)
     # Start from another run's weights (model only: fresh optimizers, schedule and step count); shapes must
     # match. A run directory that already has its own last.pth resumes from that instead.
     init_from: Optional[str] = None
@@ -217,9 +226,9 @@ class RunConfig:
     rate: Rate = II("rate_tier:${lmbda}")
     seed: int = 1
     # auto: CUDA when present, else CPU; or cpu, cuda, cuda:N.
-    device: str = "auto"
+    device: str = _same_results("auto")
     experiment_name: str = MISSING
-    sweep_name: str = II("experiment_name")
+    sweep_name: str = _same_results(II("experiment_name"))
     # <model>_lmbda<lambda>; for task=eval, the checkpoint's own model and lambda.
     run_name: str = II("run_name:${task},${model.name},${lmbda},${checkpoint}")
 
@@ -294,6 +303,21 @@ def as_dict(cfg: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def config_fingerprint(cfg: RunConfig) -> str:
+    """A hash of the settings that change what a run computes (every key but those marked _same_results):
+    a rerun whose fingerprint equals the finished run's skips it; another one is stale."""
+    values, kept = as_dict(cfg), {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("same_results"):
+            continue
+        group = getattr(cfg, f.name)
+        value = values[f.name]
+        if dataclasses.is_dataclass(group):
+            value = {g.name: value[g.name] for g in dataclasses.fields(group) if not g.metadata.get("same_results")}
+        kept[f.name] = value
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _positive(setting: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -303,8 +327,8 @@ def _positive(setting: str, value, allow_none: bool = False) -> None:
 
 def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
     """What the types cannot say: ranges and rules across fields. Raises ConfigError naming the setting."""
-    from codec.models import registry_entry
-    from codec.rate import rate_tier
+    from codec.models.rate import rate_tier
+    from codec.models.registry import registry_entry
 
     registry_entry(cfg.model.name)  # names the registered models when unknown
     rate_tier(cfg.lmbda)  # lambda must be positive
@@ -350,7 +374,7 @@ def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
         raise ConfigError(f"scheduler.factor={s.factor!r} must be between 0 and 1")
     if not cfg.eval.sets:
         raise ConfigError("eval.sets is empty; name at least one test set, e.g. eval.sets=[kodak]")
-    from codec.datasets import set_folder, set_name
+    from codec.data.test_sets import set_folder, set_name
 
     names = [set_name(entry) for entry in cfg.eval.sets]
     if len(set(names)) < len(names):

@@ -8,17 +8,18 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from codec.models import model_channels
-from codec.rate import rate_tier
+from codec.models.registry import model_channels
+from codec.models.rate import rate_tier
+from codec.records import layout
+from codec.records.layout import REPO as REPO_ROOT
 from codec.schema import RunConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "conf"
 
 
 @functools.lru_cache(maxsize=8)
 def _checkpoint_run_name(path: str, _mtime: float) -> str:
-    from codec.evaluate import checkpoint_identity
+    from codec.models.checkpoint import checkpoint_identity
 
     try:
         identity = checkpoint_identity(path)
@@ -34,7 +35,7 @@ def run_name(task: str, model: str, lmbda: float, checkpoint: str | None) -> str
     if task == "eval" and checkpoint:
         path = Path(checkpoint)
         return _checkpoint_run_name(str(path), path.stat().st_mtime if path.is_file() else 0.0)
-    return f"{model}_lmbda{lmbda}"
+    return layout.run_name(model, lmbda)
 
 
 def register() -> None:
@@ -45,6 +46,10 @@ def register() -> None:
             name, rate, which, OmegaConf.to_container(channels) if channels else None),
         "repo_root": lambda: str(REPO_ROOT),
         "run_name": run_name,
+        # the folders of a run and a sweep (codec/records/layout.py)
+        "single_run_dir": layout.single_run_dir,
+        "sweep_dir": layout.sweep_dir,
+        "run_subdir": layout.run_subdir,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -32,10 +32,10 @@ def kill() -> None:
 
 
 def install(point: str) -> None:
-    import codec.checkpoint
-    import codec.evaluate
-    import codec.job
-    from codec.train import Callback
+    import codec.records.files
+    import codec.evaluation.evaluate
+    import codec.runs.job
+    from codec.training.callbacks import Callback
 
     kind, _, arg = point.partition(":")
 
@@ -56,7 +56,7 @@ def install(point: str) -> None:
                     and trainer.state.epoch == int(arg):
                 kill()
 
-    codec.job.train_and_evaluate = functools.partial(codec.job.train_and_evaluate, callbacks=[KillAt()])
+    codec.runs.job.train_and_evaluate = functools.partial(codec.runs.job.train_and_evaluate, callbacks=[KillAt()])
 
     if kind == "write":
         name, epoch = arg.split(":")
@@ -68,17 +68,17 @@ def install(point: str) -> None:
                 kill()
             return replace(src, dst)
 
-        codec.checkpoint.os.replace = replace_or_die  # the module's os: the atomic write's rename
+        codec.records.files.os.replace = replace_or_die  # the module's os: the atomic write's rename
 
     if kind == "evaluation":
-        pack = codec.evaluate.pack
+        pack = codec.evaluation.evaluate.pack
 
         def pack_then_die(*args, **kwargs):
             data = pack(*args, **kwargs)
             kill()
             return data
 
-        codec.evaluate.pack = pack_then_die
+        codec.evaluation.evaluate.pack = pack_then_die
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import wandb
 from analysis.__main__ import main as analysis_main
 from analysis.report import build_report
 from analysis.sources import from_offline_wandb, from_results
-from analysis.tables import bd_table, part3_table
+from analysis.tables import bd_table, part3_table, to_markdown
 from codec.errors import LicSweepError
 
 # Two models, four lambdas: invented but plausible RD points.
@@ -96,6 +96,11 @@ def test_report_writes_figures_and_tables(runs_root, tmp_path):
         for ext in ("md", "csv", "tex"):
             assert (tmp_path / "report" / f"{name}.{ext}").is_file()
     assert written["runs"] == 8
+    header, first, *_ = _markdown_rows((tmp_path / "report" / "results.md").read_text())
+    assert dict(zip(header, first)) == {"model": "factorized", "lambda": "0.0067", "pixels": "393216",
+                                        "bits": "117965", "bpp": "0.3000", "PSNR (dB)": "29.50",
+                                        "MS-SSIM": "0.9500", "encode (s)": "0.100", "decode (s)": "0.200"}
+    assert pd.read_csv(tmp_path / "report" / "results.csv")["bits"].tolist()[0] == 117965
     complexity = pd.read_csv(tmp_path / "report" / "complexity.csv")
     assert set(complexity["model"]) == set(POINTS) and (complexity["true params"] > complexity["thop params"]).all()
 
@@ -201,7 +206,7 @@ def test_bd_rate_of_published_models_against_vtm_and_bpg_is_pinned(model, refere
     table = bd_table(pd.DataFrame(test.assign(model=model)), reference, anchors).iloc[0]
     assert table["BD-rate (%)"] == pytest.approx(pinned, abs=0.01)
     low, high, share = psnr_overlap(ref, test)
-    assert table["PSNR range (dB)"] == f"{low:.2f}-{high:.2f}" and share == 1.0 and "covers only" not in table["note"]
+    assert table["PSNR range (dB)"] == f"{low:.2f}-{high:.2f}" and share == 1.0 and table["note"] == ""
     log_rate = [PchipInterpolator(c["psnr"].values, np.log10(c["bpp"].values)).integrate(low, high) for c in (ref, test)]
     assert 100 * (10 ** ((log_rate[1] - log_rate[0]) / (high - low)) - 1) == pytest.approx(pinned, abs=0.01)
 
@@ -212,7 +217,108 @@ def test_bd_table_says_when_the_psnr_overlap_is_small():
     low_curve = pd.DataFrame({"model": "m", "lmbda": [1, 2, 3, 4], "bpp": [0.02, 0.03, 0.045, 0.06],
                               "psnr": [20.0, 22.0, 24.5, 26.5]})
     row = bd_table(low_curve, "VTM", load_anchors()).iloc[0]
-    assert row["PSNR range (dB)"] == "26.14-26.50" and "covers only 5%" in row["note"]
+    assert row["PSNR range (dB)"] == "26.14-26.50" and math.isnan(row["BD-rate (%)"])
+    assert row["note"] == ("curves overlap over 26.14-26.50 dB only, 5% of the narrower curve's PSNR range: "
+                           "BD-rate not reliable, left out; curves overlap over 0.0482-0.0600 bpp only, 20% of "
+                           "the narrower curve's bpp range (log scale): BD-PSNR not reliable, left out")
+
+
+# The quickstart's seed 1 (README): bpp and PSNR at lambdas 0.0009-0.0067 on the first 8 Kodak images.
+QUICKSTART = {
+    "factorized": [(0.301, 24.32), (0.355, 25.28), (0.435, 25.93), (0.525, 26.34)],
+    "joint_autoregressive": [(0.156, 24.03), (0.223, 25.14), (0.298, 25.85), (0.372, 26.32)],
+    "checkerboard": [(0.165, 24.56), (0.242, 25.33), (0.335, 25.98), (0.426, 26.63)],
+}
+
+
+def _markdown_rows(markdown: str) -> list[list[str]]:
+    """The header and the rows of a pipe table, each cell stripped."""
+    lines = markdown.strip().splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
+
+
+def _curves(points: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "lmbda": i, "bpp": b, "psnr": p} for m, pts in points.items()
+                         for i, (b, p) in enumerate(pts)])
+
+
+def test_a_sliver_of_psnr_overlap_gives_no_bd_rate_and_says_why_in_words():
+    """The quickstart against VTM: 26.14-26.63 dB in common, VTM's lowest point and the checkerboard's highest.
+    bjontegaard computes +640% (and warns about its min_overlap); the table shows no figure and says why in
+    words of its own."""
+    from analysis.anchors import load_anchors
+
+    vtm = load_anchors()["VTM"]
+    cb = _curves(QUICKSTART)[lambda f: f["model"] == "checkerboard"]
+    raw = bd.bd_rate(vtm.bpp, vtm.psnr, cb.bpp, cb.psnr, method="pchip", require_matching_points=False, min_overlap=0)
+    assert raw > 600  # what the table used to show
+    table = bd_table(_curves(QUICKSTART), "VTM", load_anchors()).set_index("model")
+    for model, share in (("checkerboard", 23), ("factorized", 10), ("joint_autoregressive", 8)):
+        row = table.loc[model]
+        assert math.isnan(row["BD-rate (%)"]), model
+        assert f"{share}% of the narrower curve's PSNR range: BD-rate not reliable" in row["note"], row["note"]
+        for library_words in ("min_overlap", "silence", "Insufficient", "Minimum overlap"):
+            assert library_words not in row["note"]
+    assert table.loc["checkerboard", "note"].startswith("curves overlap over 26.14-26.63 dB only")
+    # BD-PSNR compares the curves at the same bpp, where the quickstart lies inside VTM's range: kept
+    assert table.loc["checkerboard", "BD-PSNR (dB)"] == pytest.approx(
+        bd.bd_psnr(vtm.bpp, vtm.psnr, cb.bpp, cb.psnr, method="pchip", require_matching_points=False, min_overlap=0))
+    markdown = to_markdown(table.reset_index(), floatfmt=".2f")
+    header, *rows = _markdown_rows(markdown)
+    checkerboard = dict(zip(header, next(r for r in rows if r[0] == "checkerboard")))
+    assert checkerboard["BD-rate (%)"] == "n/a" and checkerboard["BD-PSNR (dB)"] == "-6.03"
+    assert "nan" not in markdown
+
+
+def test_curves_without_overlap_and_with_a_tiny_one():
+    from analysis.tables import bd_metrics
+
+    ref = pd.DataFrame({"bpp": [0.1, 0.2, 0.4, 0.8], "psnr": [26.0, 28.0, 30.0, 32.0]})
+    apart = pd.DataFrame({"bpp": [0.1, 0.2, 0.4, 0.8], "psnr": [33.0, 34.0, 35.0, 36.0]})
+    rate, psnr, note = bd_metrics(ref, apart)
+    assert math.isnan(rate) and note == ("curves do not overlap in PSNR (33.00-36.00 dB against the reference's "
+                                         "26.00-32.00 dB): no BD-rate")
+    assert psnr == pytest.approx(bd.bd_psnr(ref.bpp, ref.psnr, apart.bpp, apart.psnr, method="pchip"))
+    sliver = pd.DataFrame({"bpp": [0.5, 0.7, 1.0, 1.4], "psnr": [31.5, 33.0, 34.5, 36.0]})  # 0.5 of 4.5 dB
+    rate, psnr, note = bd_metrics(ref, sliver)
+    assert math.isnan(rate) and "curves overlap over 31.50-32.00 dB only, 11%" in note
+    assert "min_overlap" not in note and "silence" not in note
+
+
+def test_bd_figures_with_enough_overlap_are_the_bjontegaard_packages():
+    """The quickstart's context models against its factorized model (86-100% PSNR overlap; the joint
+    autoregressive model 38% in log bpp, above the third): the figures the table gave before, no note."""
+    table = bd_table(_curves(QUICKSTART), "factorized").set_index("model")
+    f = _curves(QUICKSTART)[lambda c: c["model"] == "factorized"]
+    for model, pinned in (("joint_autoregressive", -34.36), ("checkerboard", -32.72)):
+        t = _curves(QUICKSTART)[lambda c: c["model"] == model]
+        args = dict(method="pchip", require_matching_points=False, min_overlap=0)
+        assert table.loc[model, "BD-rate (%)"] == pytest.approx(bd.bd_rate(f.bpp, f.psnr, t.bpp, t.psnr, **args))
+        assert table.loc[model, "BD-rate (%)"] == pytest.approx(pinned, abs=0.01)
+        assert table.loc[model, "BD-PSNR (dB)"] == pytest.approx(bd.bd_psnr(f.bpp, f.psnr, t.bpp, t.psnr, **args))
+        assert table.loc[model, "note"] == ""
+
+
+def test_integer_columns_print_as_integers(tmp_path):
+    """A run without num_pixels makes the column float (NaN): the tables still print counts as integers,
+    bits (a mean per image) rounded, each measure with its own decimals, the missing value as n/a."""
+    from analysis.tables import write_table
+
+    runs = pd.DataFrame({"model": "factorized", "lmbda": [0.0067, 0.013], "num_pixels": [393216.0, math.nan],
+                         "bits": [117964.8, 176947.2], "bpp": [0.3, 0.45], "psnr": [29.5, 31.123],
+                         "ms_ssim": [0.95, 0.96], "enc_time": [0.1234, 0.2], "dec_time": [0.2, 0.3]})
+    paths = write_table(part3_table(runs), tmp_path, "results")
+    md = paths["md"].read_text()
+    _, *rows = _markdown_rows(md)
+    assert rows[0] == ["factorized", "0.0067", "393216", "117965", "0.3000", "29.50", "0.9500", "0.123", "0.200"]
+    assert rows[1][2:4] == ["n/a", "176947"] and rows[1][5] == "31.12"
+    assert ".0000" not in md and "393216.0" not in paths["tex"].read_text()
+    csv = pd.read_csv(paths["csv"])
+    assert paths["csv"].read_text().splitlines()[1].startswith("factorized,0.0067,393216,117965,0.3,")
+    assert csv["PSNR (dB)"].tolist() == [29.5, 31.123]  # the CSV keeps every decimal of the measures
+    _, row = _markdown_rows(to_markdown(pd.DataFrame({"N": [128.0], "M": [192.0], "steps": [600.0],
+                                                      "points": [4.0], "x": [1.25]}), floatfmt=".1f"))
+    assert row == ["128", "192", "600", "4", "1.2"]
 
 
 def test_per_image_bd_rate_with_a_bootstrap_interval(tmp_path):

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from codec.complexity import human, main, measure
-from codec.models import build_model
+from codec.models.complexity import human, main, measure
+from codec.models.registry import build_model
 
 
 def test_thop_macs_are_linear_in_batch():
@@ -32,7 +32,7 @@ def test_report_part4_figures():
     """The report's Part 4 figures are the low tier; its hyperprior row repeats the factorized one."""
     assert human(measure("factorized", 128, 192).thop_params) == "2.887M"
     assert human(measure("factorized", 128, 192).thop_macs) == "771.752G"
-    hyper = measure("hyperprior", 128, 192)  # the report repeats the factorized row; README gives these
+    hyper = measure("hyperprior", 128, 192)  # the report repeats the factorized row; docs/complexity.md gives these
     assert (human(hyper.thop_params), human(hyper.thop_macs)) == ("4.969M", "789.485G")
     ja = measure("joint_autoregressive", 192, 192)
     assert (human(ja.thop_params), human(ja.thop_macs)) == ("12.053M", "1.730T")

@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from codec.errors import LicSweepError
 from entry import compose, config_for
-from sweep import grid_overrides, plan
+from sweeps.grid import grid_overrides
+from sweeps.plan import plan
 from tests.conftest import REPO
 
 
@@ -156,7 +158,7 @@ def test_every_grid_point_of_every_experiment_composes(experiment):
 
 
 def test_the_mini_ladder_and_the_quickstart_that_starts_from_its_anchors():
-    from sweep import ladder_steps
+    from sweeps.ladder import ladder_steps
 
     rows = plan(["experiment=mini"])
     assert {(r["N"], r["M"]) for r in rows} == {(64, 96)}  # one size: one anchor per model
@@ -170,3 +172,28 @@ def test_the_mini_ladder_and_the_quickstart_that_starts_from_its_anchors():
     assert quick.init_from == str(REPO / "pretrained" / "checkerboard.pth")
     assert (quick.model.N, quick.model.M, quick.data.root) == (mini.model.N, mini.model.M, mini.data.root)
     assert quick.trainer.max_steps < mini.trainer.max_steps
+
+
+@pytest.mark.parametrize("typed", ["1e-3", "0.001", "1.0e-3"])
+def test_a_ladder_finds_its_anchor_however_its_lambda_is_typed(typed):
+    """The fine-tunes' init_from is the anchor's run folder as the anchor's run names it (lmbda=1e-3 runs in
+    hyperprior_lmbda0.001), whatever spelling the command line used."""
+    from codec.records.layout import SweepDir, run_name
+    from sweeps.ladder import ladder_steps
+
+    overrides = ["experiment=mini", "model=hyperprior", f"lmbda=0.0001,{typed}"]
+    rows = plan(overrides)
+    anchor = next(r for r in rows if r["lmbda"] == 0.001)
+    assert anchor["run"] == "hyperprior_lmbda0.001" == run_name("hyperprior", typed)
+    steps = ladder_steps(overrides, rows)
+    init_from = next(o for o in steps[1] if o.startswith("init_from="))
+    anchor_run = SweepDir(anchor["sweep_dir"]).anchors.run("${model.name}_lmbda0.001")
+    assert init_from == f"init_from='{anchor_run.last_checkpoint}'"
+    # and composed for the fine-tune, it names the folder the anchor's own plan gives
+    tuned = plan(steps[1])
+    anchors = plan(steps[0])
+    assert {Path(r["run_dir"]).name for r in anchors} == {"hyperprior_lmbda0.001"}
+    anchor_dir = Path(anchors[0]["run_dir"])
+    for row in tuned:
+        composed = compose(row["job"])
+        assert (REPO / composed.init_from).resolve() == (anchor_dir / "checkpoints" / "last.pth").resolve()

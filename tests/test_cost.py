@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from codec import cost
+from codec.runs import cost
 from tests.conftest import config_for
 
 
@@ -53,7 +53,7 @@ def test_record_writes_the_table_and_the_dry_run_prints_hours(tmp_path):
 
 
 def test_record_runs_uses_the_steps_a_run_trained_itself(tmp_path):
-    from codec.job import train_and_evaluate
+    from codec.runs.job import train_and_evaluate
     from tests.conftest import tiny_overrides
 
     run = tmp_path / "sweep" / "runs" / "factorized_lmbda0.0067"

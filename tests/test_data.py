@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.data import CropDataset, epoch_order, split_files
+from codec.data.training import CropDataset, epoch_order, split_files
 from codec.errors import LicSweepError
-from codec.images import read_rgb, to_rgb8
+from codec.data.images import read_rgb, to_rgb8
 from tests.conftest import KODAK, VIMEO
 
 
@@ -141,7 +141,7 @@ def test_small_images_padded_or_skipped(tmp_path):
 def test_num_workers_auto_follows_the_cpus_this_process_may_use(monkeypatch, tmp_path):
     import os
 
-    from codec.data import loader_workers
+    from codec.data.training import loader_workers
     from codec.errors import ConfigError
     from tests.conftest import config_for, tiny_overrides
 

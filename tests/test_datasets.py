@@ -1,4 +1,4 @@
-"""Test sets as data (codec/datasets.py, data/manifests/): fetch verifies every checksum, refuses a file
+"""Test sets as data (codec/data/test_sets.py, data/manifests/): fetch verifies every checksum, refuses a file
 that does not match and names it, resumes a partial download (local mirror and HTTP Range), never writes
 outside its destination. Only local mirrors: no test touches the network."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from codec import datasets
-from codec.archives import UnsafeArchive
-from codec.datasets import ChecksumMismatch, fetch, manifests, set_folder
+from codec.data import test_sets as datasets
+from codec.data.archives import UnsafeArchive
+from codec.data.test_sets import ChecksumMismatch, fetch, manifests, set_folder
 from codec.errors import LicSweepError
 
 KODAK = Path(__file__).resolve().parent.parent / "data" / "kodak"

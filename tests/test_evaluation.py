@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from codec import evaluate as evaluation
-from codec.classical import evaluate_classical
+from codec.evaluation import evaluate as evaluation
+from codec.evaluation.classical import evaluate_classical
 from codec.errors import LicSweepError
-from codec.evaluate import DecodeMismatch, evaluate_model, list_eval_images, load_model, summarize
-from codec.models import CODER_TABLES, REGISTRY, build_model
+from codec.evaluation.evaluate import DecodeMismatch, evaluate_model, list_eval_images
+from codec.models.checkpoint import load_model
+from codec.records.record import summarize
+from codec.models.registry import CODER_TABLES, REGISTRY, build_model
 from tests.conftest import KODAK, REPO, kodak_crop, small_eval_folder, subprocess_env
 from tests.test_models import _train_a_little
 
@@ -128,8 +130,8 @@ def test_decode_mismatch_is_an_error_naming_the_image(tmp_path, monkeypatch):
 
 
 def test_classical_anchors_in_the_same_format(tmp_path):
-    low = evaluate_classical("jpeg", 10, small_eval_folder(tmp_path))
-    high = evaluate_classical("webp", 90, small_eval_folder(tmp_path))
+    low = evaluate_classical("jpeg", 10, small_eval_folder(tmp_path)).to_json()  # results.json's form
+    high = evaluate_classical("webp", 90, small_eval_folder(tmp_path)).to_json()
     for r in (low, high):
         assert {"model", "bpp", "psnr", "ms_ssim", "bits", "enc_time", "dec_time", "per_image"} <= set(r)
     assert low["model"] == "jpeg" and low["quality"] == 10
@@ -144,7 +146,8 @@ def test_our_checkpoints_load_in_compressai_eval_model(tmp_path, model):
     model that its zoo has reads back with the weights our run wrote."""
     from compressai.utils.eval_model.__main__ import load_checkpoint
 
-    from codec.train import CheckpointPolicy, build_trainer
+    from codec.training.callbacks import CheckpointPolicy
+    from codec.training.trainer import build_trainer
     from tests.conftest import config_for, tiny_overrides
 
     config = config_for(tiny_overrides(tmp_path, f"model={model}", "logger=none"))
@@ -165,7 +168,7 @@ def test_two_test_sets_give_two_blocks_in_results_wandb_and_the_report(tmp_path)
     folder per set; the analysis reads each set from results.json and from the offline W&B files."""
     from analysis.report import build_report
     from analysis.sources import from_offline_wandb, from_results
-    from codec.job import train_and_evaluate
+    from codec.runs.job import train_and_evaluate
     from tests.conftest import config_for, tiny_overrides
 
     second = tmp_path / "second_set"

@@ -2,9 +2,9 @@
 
 import torch
 
-from codec import fast_autoregressive
-from codec.bitstream import pad
-from codec.models import build_model
+from codec.models import fast_autoregressive
+from codec.models.bitstream import pad
+from codec.models.registry import build_model
 from tests.conftest import kodak_crop
 from tests.test_models import _train_a_little
 

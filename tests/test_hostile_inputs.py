@@ -23,13 +23,14 @@ import pytest
 import torch
 from PIL import Image
 
-from codec import datasets
-from codec.archives import UnsafeArchive, safe_extract
-from codec.checkpoint import InvalidCheckpoint, UnsafeCheckpoint, load_checkpoint, model_checkpoint
-from codec.datasets import TooLarge, fetch, fetched, set_folder
+from codec.data import test_sets as datasets
+from codec.data.archives import UnsafeArchive, safe_extract
+from codec.models.checkpoint import InvalidCheckpoint, UnsafeCheckpoint, load_checkpoint, model_checkpoint
+from codec.data.test_sets import TooLarge, fetch, fetched, set_folder
 from codec.errors import ConfigError, LicSweepError
-from codec.evaluate import evaluate_model, load_model
-from codec.models import build_model
+from codec.evaluation.evaluate import evaluate_model
+from codec.models.checkpoint import load_model
+from codec.models.registry import build_model
 from tests.conftest import KODAK, REPO, config_for, small_eval_folder, subprocess_env, tiny_overrides
 
 
@@ -180,7 +181,7 @@ def test_finite_weights_that_give_symbols_the_coder_cannot_take_are_refused_nami
     """CompressAI's rANS coder loops without end on symbols near 2^27 (int32 overflow), finite or not: a latent
     (g_a) or a mean (entropy parameters, h_s) of 1e9 used to hang evaluation; every route to the coder
     (each model's coding) is checked where it quantizes its symbols."""
-    from codec.bitstream import LatentOutOfRange
+    from codec.models.bitstream import LatentOutOfRange
 
     torch.manual_seed(0)
     model = build_model(name, 8, 12)
@@ -195,7 +196,7 @@ def test_finite_weights_that_give_symbols_the_coder_cannot_take_are_refused_nami
 
 
 def test_a_resume_state_of_the_wrong_type_is_refused(tmp_path):
-    from codec.checkpoint import train_state_of
+    from codec.training.state import train_state_of
 
     path = _checkpoint(tmp_path / "last.pth", optimizer={}, step="5; rm -rf /")
     ckpt, _ = model_checkpoint(path)
@@ -204,7 +205,7 @@ def test_a_resume_state_of_the_wrong_type_is_refused(tmp_path):
 
 
 def test_resuming_from_a_last_pth_with_a_hostile_wandb_id_is_refused(tmp_path):
-    from codec.job import train_and_evaluate
+    from codec.runs.job import train_and_evaluate
 
     run_dir = tmp_path / "run"
     _checkpoint(run_dir / "checkpoints" / "last.pth", optimizer={}, wandb_run_id="../../../outside")
@@ -215,7 +216,7 @@ def test_resuming_from_a_last_pth_with_a_hostile_wandb_id_is_refused(tmp_path):
 
 
 def test_a_hostile_wandb_id_file_in_a_run_directory_is_refused(tmp_path):
-    from codec.tracking import RUN_ID_FILE, Tracker
+    from codec.runs.tracking import RUN_ID_FILE, Tracker
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -317,7 +318,7 @@ def test_a_decompression_bomb_and_a_1x1_image_are_skipped_by_name_and_do_not_ske
     assert sorted(skipped) == ["bomb.png", "one_pixel.png"]
     assert [r.image for r in results] == ["kodim01.png", "small.png"]
     assert results[0].bpp == reference[0].bpp and math.isnan(results[1].ms_ssim)
-    from codec.evaluate import summarize
+    from codec.records.record import summarize
 
     summary = summarize(results)
     assert summary["ms_ssim"] == pytest.approx(reference[0].ms_ssim) and summary["ms_ssim_images"] == 1
@@ -327,7 +328,7 @@ def test_images_over_the_pixel_limit_or_the_size_header_are_skipped_before_decod
     """PIL only warns between MAX_IMAGE_PIXELS and twice that, and decodes (a 13000x13000 PNG of 164 KB is
     507 MB decoded, and far more in the model): refused here from the header. A side over 65535 does not
     fit the bitstream's size header, and used to abort the whole evaluation."""
-    from codec.images import UnreadableImage, read_rgb
+    from codec.data.images import UnreadableImage, read_rgb
 
     just_over = _png_bomb(tmp_path / "just_over.png", side=int(Image.MAX_IMAGE_PIXELS ** 0.5) + 1)
     with pytest.raises(UnreadableImage, match=r"just_over\.png: Image size \(\d+ pixels\) exceeds limit"):
@@ -349,7 +350,7 @@ def test_a_folder_of_only_hostile_images_is_refused_naming_it(tmp_path):
 
 
 def test_the_classical_anchors_skip_the_same_images(tmp_path):
-    from codec.classical import evaluate_classical
+    from codec.evaluation.classical import evaluate_classical
 
     folder = tmp_path / "set"
     folder.mkdir()
@@ -357,12 +358,12 @@ def test_the_classical_anchors_skip_the_same_images(tmp_path):
     _png_bomb(folder / "bomb.png")
     Image.new("RGB", (1, 1)).save(folder / "one_pixel.png")
     with pytest.warns(UserWarning):
-        results = evaluate_classical("jpeg", 50, folder)
+        results = evaluate_classical("jpeg", 50, folder).to_json()
     assert results["num_images"] == 1 and sorted(results["skipped"]) == ["bomb.png", "one_pixel.png"]
 
 
 def test_a_decompression_bomb_in_training_data_is_skipped_by_name(tmp_path):
-    from codec.data import CropDataset
+    from codec.data.training import CropDataset
 
     bomb = _png_bomb(tmp_path / "bomb.png")
     dataset = CropDataset([bomb, KODAK / "kodim01.png"], patch_size=64, train=True)

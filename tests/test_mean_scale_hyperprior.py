@@ -12,8 +12,8 @@ import torch
 
 from analysis.sources import from_results
 from analysis.tables import bd_table, part3_table
-from codec.complexity import complexity_table
-from codec.models import REGISTRY, build_model
+from codec.models.complexity import complexity_table
+from codec.models.registry import REGISTRY, build_model
 from entry import config_for
 from tests.conftest import REPO, kodak_crop, small_eval_folder, subprocess_env, tiny_overrides
 
@@ -32,7 +32,8 @@ def test_bitstreams_agree_with_compressai_eval_model(tmp_path):
     """Our decoder's latent equals the encoder's (means included), and bpp/PSNR are eval_model's."""
     from compressai.utils.eval_model.__main__ import inference, load_checkpoint, read_image
 
-    from codec.evaluate import evaluate_model, load_model
+    from codec.evaluation.evaluate import evaluate_model
+    from codec.models.checkpoint import load_model
 
     torch.manual_seed(0)
     model = build_model(NAME, 16, 24)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from compressai.models import FactorizedPrior, JointAutoregressiveHierarchicalPriors, ScaleHyperprior
 
-from codec.bitstream import crop, decode, decode_mismatches, decompress_shape, encode, pack, unpack
-from codec.checkerboard import CheckerboardAutoregressive
+from codec.models.bitstream import crop, decode, decode_mismatches, decompress_shape, encode, pack, unpack
+from codec.models.checkerboard import CheckerboardAutoregressive
 from codec.errors import ConfigError, LicSweepError
-from codec.models import REGISTRY, build_model, entry_for_state_dict, entry_of
+from codec.models.registry import REGISTRY, build_model, entry_for_state_dict, entry_of
 from tests.conftest import kodak_crop
 
 MODEL_NAMES = list(REGISTRY)
@@ -100,7 +100,7 @@ def test_real_bitstream_round_trip(name):
 
 
 def test_packed_bitstream_round_trips_bytes():
-    from codec.bitstream import Encoded
+    from codec.models.bitstream import Encoded
 
     model = build_model("checkerboard", 8, 8)
     enc = Encoded([[b"abc"], [b""], [bytes(300)]], (500, 333))

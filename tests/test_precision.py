@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from codec.bitstream import decode, decode_mismatches, encode, pack, unpack
+from codec.models.bitstream import decode, decode_mismatches, encode, pack, unpack
 from codec.errors import ConfigError
-from codec.job import train_and_evaluate
-from codec.train import build_trainer
+from codec.runs.job import train_and_evaluate
+from codec.training.trainer import build_trainer
 from tests.conftest import config_for, kodak_crop, tiny_overrides
 
 STEPS = ("trainer.max_steps=6", "trainer.steps_per_epoch=6")
 
 
 def _weights(path):
-    from codec.checkpoint import load_checkpoint
+    from codec.models.checkpoint import load_checkpoint
 
     return load_checkpoint(path)["state_dict"]
 

@@ -1,4 +1,4 @@
-"""Packed training data (codec/prepare.py, data.format=packed): a packed copy of data/vimeo-sample has the
+"""Packed training data (codec/data/prepare.py, data.format=packed): a packed copy of data/vimeo-sample has the
 source's split and gives the same crops pixel for pixel; packing resumes after an interruption; training
 runs from it."""
 
@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from codec import prepare as packing
-from codec.data import CropDataset, split_files
+from codec.data import prepare as packing
+from codec.data.training import CropDataset, split_files
 from codec.errors import LicSweepError
-from codec.job import train_and_evaluate
+from codec.runs.job import train_and_evaluate
 from tests.conftest import REPO, config_for, tiny_overrides
 
 VIMEO = REPO / "data" / "vimeo-sample"

@@ -4,11 +4,11 @@ small, safe to load, and the quickstart's starting point for every model."""
 import pytest
 import torch
 
-from codec.checkpoint import load_checkpoint
-from codec.job import train_and_evaluate
-from codec.models import DERIVED_BUFFERS, REGISTRY, channels_of
-from codec.pretrained import PRETRAINED, export
-from codec.train import build_trainer
+from codec.models.checkpoint import load_checkpoint
+from codec.runs.job import train_and_evaluate
+from codec.models.registry import DERIVED_BUFFERS, REGISTRY, channels_of
+from codec.runs.pretrained import PRETRAINED, export
+from codec.training.trainer import build_trainer
 from tests.conftest import config_for, tiny_overrides
 
 SEMINAR = ("factorized", "hyperprior", "joint_autoregressive", "checkerboard")
@@ -30,7 +30,9 @@ def test_export_takes_each_models_highest_from_scratch_lambda_with_provenance(tm
     parameters = {n for n, _ in REGISTRY["hyperprior"].build(*channels_of(source["state_dict"])).named_parameters()}
     assert base["lmbda"] == 0.025 and base["provenance"]["source"] == str(anchor)
     assert base["provenance"]["command"] == "test" and len(base["provenance"]["git_commit"]) in (40, 7)
-    assert base["provenance"]["kodak"]["bpp"] > 0 and base["config"]["model"]["name"] == "hyperprior"
+    # labelled by the set the run was evaluated on (here the tests' folder), not "kodak" whatever it was
+    assert base["provenance"]["results"]["set"] == "eval_images" and base["provenance"]["results"]["bpp"] > 0
+    assert base["config"]["model"]["name"] == "hyperprior"
     for key, value in source["state_dict"].items():
         if key.endswith(DERIVED_BUFFERS):  # rebuilt by the model: not shipped
             assert key not in base["state_dict"], key
@@ -86,7 +88,7 @@ def test_a_base_checkpoint_whose_buffers_lost_precision_is_refused(tmp_path):
     """The first shipped base checkpoints had every tensor in float16: the likelihood lower bound (1e-9)
     became 0 and two of the quickstart's checkerboard fine-tunes ended with an inf loss. Such a file is
     refused, naming the buffer, instead of training into inf."""
-    from codec.checkpoint import save_atomic
+    from codec.models.checkpoint import save_atomic
     from codec.errors import LicSweepError
 
     base = load_checkpoint(PRETRAINED / "hyperprior.pth")

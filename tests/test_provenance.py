@@ -5,10 +5,10 @@ import subprocess
 
 import torch
 
-import codec.provenance as provenance
+import codec.runs.provenance as provenance
 from analysis.sources import from_offline_wandb
 from analysis.tables import part3_table
-from codec.job import train_and_evaluate
+from codec.runs.job import train_and_evaluate
 from tests.conftest import KODAK, config_for, tiny_overrides
 
 

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from analysis.wandb_offline import find_runs, read_run
-import codec.checkpoint
-from codec.checkpoint import CannotWrite, load_checkpoint
-from codec.job import train_and_evaluate
-from codec.models import REGISTRY
+import codec.records.files
+from codec.records.files import CannotWrite
+from codec.models.checkpoint import load_checkpoint
+from codec.runs.job import train_and_evaluate
+from codec.models.registry import REGISTRY
 from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 SETTINGS = ("trainer.epochs=3", "trainer.steps_per_epoch=3", "trainer.max_steps=null", "trainer.checkpoint_every_steps=2",
@@ -179,7 +180,7 @@ def test_a_failed_write_ends_the_run_naming_the_path_and_the_rerun_resumes(tmp_p
     config = config_for(tiny_overrides(tmp_path, "model=factorized", *SETTINGS))
     straight, run_dir = tmp_path / "straight", tmp_path / "run"
     train_and_evaluate(config, straight)
-    real = {"fsync": os.fsync, "mkstemp": codec.checkpoint.tempfile.mkstemp}[failing]
+    real = {"fsync": os.fsync, "mkstemp": codec.records.files.tempfile.mkstemp}[failing]
     writes = {"count": 0}
 
     def fail(*args, **kwargs):
@@ -190,7 +191,7 @@ def test_a_failed_write_ends_the_run_naming_the_path_and_the_rerun_resumes(tmp_p
                 raise OSError(code, os.strerror(code))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(codec.checkpoint.os if failing == "fsync" else codec.checkpoint.tempfile, failing, fail)
+    monkeypatch.setattr(codec.records.files.os if failing == "fsync" else codec.records.files.tempfile, failing, fail)
     if target == "results.json":  # fail the first results write
         writes["count"] = 2
     with pytest.raises(CannotWrite, match=rf"cannot write {run_dir / '*'}.*{target}: {os.strerror(code)} "
@@ -227,7 +228,7 @@ def test_killing_one_ddp_rank_ends_the_job_and_the_rerun_resumes(tmp_path):
     assert killed.returncode != 0 and time.monotonic() - start < 180
     assert "exitcode  : -9" in killed.stderr or "Signal 9" in killed.stderr, killed.stderr[-2000:]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["step"] == 4
-    from codec.job_status import run_state
+    from codec.records.status import run_state
 
     assert run_state(run_dir) in ("failed", "resumable")  # rank 0 recorded the broken collective, or was killed
     resumed = _run(_torchrun(tmp_path, run_dir, ["run.py"]), 0)
@@ -260,7 +261,7 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
     wait_for_held(held, 2, lambda: proc.poll() is None, "the sweep's jobs")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from codec.job_status import run_state
+    from codec.records.status import run_state
 
     deadline = time.monotonic() + 60
     while any(run_state(p.parent.parent) == "running" for p in checkpoints):  # the jobs end with their parent

@@ -11,9 +11,9 @@ import zipfile
 
 import pytest
 
-from codec.archives import UnsafeArchive, safe_extract
-from codec.checkpoint import UnsafeCheckpoint, load_checkpoint
-from codec.tracking import without_secrets
+from codec.data.archives import UnsafeArchive, safe_extract
+from codec.models.checkpoint import UnsafeCheckpoint, load_checkpoint
+from codec.records.secrets import without_secrets
 from tests.conftest import REPO, subprocess_env, tiny_overrides
 
 PAYLOAD = """
@@ -134,8 +134,8 @@ def test_secrets_are_left_out_of_records():
 def test_wandb_config_and_checkpoint_config_hold_no_secrets(tmp_path, monkeypatch):
     """The environment is never recorded wholesale; a secret-named entry that reaches a record is dropped."""
     from analysis.wandb_offline import find_runs, read_run
-    from codec.job import train_and_evaluate
-    from codec.tracking import Tracker
+    from codec.runs.job import train_and_evaluate
+    from codec.runs.tracking import Tracker
     from tests.conftest import config_for
 
     token = "local-0123456789abcdef0123456789abcdef01234567"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep import _job_ids
+from sweeps.slurm import _job_ids
 from tests.conftest import REPO, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 
@@ -107,7 +107,7 @@ def test_requeued_job_resumes_from_its_checkpoint(tmp_path):
 
 def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(tmp_path):
     """hydra.launcher.tasks_per_node=2: Slurm starts two tasks of one job, which form one gloo process
-    group from Slurm's environment (codec.train.export_slurm_distributed); rank 0 alone logs and writes,
+    group from Slurm's environment (codec.training.distributed.export_slurm_distributed); rank 0 alone logs and writes,
     the replica check after training passes (it raises otherwise), and a requeue (SIGTERM to both tasks)
     stops both after the same step and resumes them."""
     from analysis.wandb_offline import find_runs
@@ -162,7 +162,7 @@ def test_a_ladder_on_slurm_queues_the_fine_tunes_behind_their_anchors_and_outliv
     process group is SIGKILLed once everything is submitted: the jobs run on and finish."""
     import signal
 
-    from codec.checkpoint import load_checkpoint
+    from codec.models.checkpoint import load_checkpoint
 
     # the anchor is held after its first step (tests/hold) until the sweep is dead, then released
     held = tmp_path / "held"

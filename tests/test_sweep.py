@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hydra_plugins.lic_sweep_launcher.slots import SlotPool, make_slots
-from sweep import plan
+from sweeps.plan import plan
 from tests.conftest import REPO, subprocess_env, tiny_overrides
 
 
@@ -156,7 +156,7 @@ def test_run_directories_are_distinct_per_point_and_per_sweep(tmp_path):
 
 
 def test_a_run_directory_in_use_is_refused(tmp_path):
-    from codec import job_status
+    from codec.records import status as job_status
     from codec.errors import LicSweepError
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -175,7 +175,7 @@ def test_ladder_trains_the_anchor_first_then_fine_tunes_from_it(tmp_path):
     """sweep.py --ladder: per model and rate tier, the highest lambda from scratch (in the sweep's
     _anchors folder), then every lambda of the tier fine-tuned from its weights (fresh optimizers,
     schedule and steps), in that order."""
-    from codec.checkpoint import load_checkpoint
+    from codec.models.checkpoint import load_checkpoint
 
     out = _sweep(tmp_path, "--ladder", "model=factorized,hyperprior", "lmbda=0.0018,0.0067",
                  "hydra/launcher=basic", "--no-analysis")
@@ -205,7 +205,7 @@ def _row(model, lmbda, rate, N, M, finetune=(), refine=False):
 def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
     """Tiers whose channels differ (the protocol) get one anchor each; tiers that share every model's
     channels (experiment=mini) share one anchor, the highest lambda; fine-tunes get ladder.finetune."""
-    from sweep import ladder_steps
+    from sweeps.ladder import ladder_steps
 
     lambdas = (0.0018, 0.0067, 0.025, 0.0932)
     tiered = [_row(m, l, "low" if l < 0.018 else "high", 8 if l < 0.018 else 16, 12) for m in ("a", "b")

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from analysis.wandb_offline import find_runs, read_run
-from codec.checkpoint import load_checkpoint
+from codec.models.checkpoint import load_checkpoint
 from codec.errors import LicSweepError
-from codec.job import train_and_evaluate
-from codec.models import REGISTRY
-from codec.train import CheckpointPolicy, NonFiniteLoss, build_trainer
-from codec.tracking import Tracker
+from codec.runs.job import train_and_evaluate
+from codec.models.registry import REGISTRY
+from codec.training.callbacks import CheckpointPolicy
+from codec.training.trainer import NonFiniteLoss, build_trainer
+from codec.runs.tracking import Tracker
 from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_overrides, wait_for_held
 
 MODEL_NAMES = list(REGISTRY)

@@ -14,8 +14,8 @@ if _HOLD:
     import time
     from pathlib import Path
 
-    import codec.job
-    from codec.train import Callback
+    import codec.runs.job
+    from codec.training.callbacks import Callback
 
     _step, _, _folder = _HOLD.partition(":")
 
@@ -27,4 +27,4 @@ if _HOLD:
             while not trainer._stop_signal and not (Path(_folder) / "release").exists():
                 time.sleep(0.05)
 
-    codec.job.train_and_evaluate = functools.partial(codec.job.train_and_evaluate, callbacks=[_HoldAt()])
+    codec.runs.job.train_and_evaluate = functools.partial(codec.runs.job.train_and_evaluate, callbacks=[_HoldAt()])

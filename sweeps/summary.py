@@ -12,23 +12,31 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from codec.records.layout import RunDir, SweepDir
+
 STATES = ("done", "running", "failed", "resumable", "pending", "stale")
 
 
 def run_rows(run_dirs: list[Path], fingerprints: dict[Path, str] | None = None) -> list[dict]:
-    """One row per run directory: name, state, bpp, PSNR, and a note pointing at a failure's record."""
-    from codec.job_status import run_state
+    """One row per run directory: name, state, bpp and PSNR of the headline set, and a note pointing at a
+    failure's record."""
+    from codec.records.record import UnreadableRecord, read_record
+    from codec.records.status import run_state
 
     rows = []
     for run_dir in run_dirs:
-        state = run_state(run_dir, (fingerprints or {}).get(run_dir))
-        row = {"run": run_dir.name, "state": state, "bpp": "", "psnr": "", "note": "", "run_dir": run_dir}
+        run = RunDir(run_dir)
+        state = run_state(run, (fingerprints or {}).get(run_dir))
+        row = {"run": run.name, "state": state, "bpp": "", "psnr": "", "note": "", "run_dir": run.path}
         if state == "done":
-            res = json.loads((run_dir / "results.json").read_text())
-            row |= {"bpp": f"{res['bpp']:.4f}", "psnr": f"{res['psnr']:.2f}"}
+            try:
+                head = read_record(run.results).headline
+                row |= {"bpp": f"{head['bpp']:.4f}", "psnr": f"{head['psnr']:.2f}"}
+            except UnreadableRecord as exc:
+                row["note"] = str(exc)[:120]
         elif state == "failed":
-            err = json.loads((run_dir / "failed.json").read_text())
-            row["note"] = f"{err['error'][:80]} (see {run_dir / 'failed.json'})"
+            err = json.loads(run.failed.read_text())
+            row["note"] = f"{err['error'][:80]} (see {run.failed})"
         rows.append(row)
     return rows
 
@@ -48,11 +56,12 @@ def finish_sweep(sweep_dir: Path, rows: list[dict], analysis: bool = True) -> in
     if analysis and counts["done"]:
         from analysis.report import build_report
 
-        report = build_report(runs_root=sweep_dir, out_dir=sweep_dir / "report", source="offline")
+        report = build_report(runs_root=sweep_dir, out_dir=SweepDir(sweep_dir).report, source="offline")
         print(f"\nRD plot: {report['rd_plot']}\nresults table: {report['results_table']}")
     unfinished = [r for r in rows if r["state"] != "done"]
     for r in unfinished:
-        logs = [p for p in (r["run_dir"] / "failed.json", r["run_dir"] / "job.log") if p.exists()]
+        run = RunDir(r["run_dir"])
+        logs = [p for p in (run.failed, run.job_log) if p.exists()]
         print(f"not done: {r['run']} ({r['state']}), see {', '.join(map(str, logs)) or r['run_dir']}")
     return 1 if unfinished else 0
 
@@ -63,7 +72,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        runs = sorted(p.parent.parent for p in sweep_dir.glob("runs/*/.hydra/overrides.yaml"))
+        runs = [run.path for run in SweepDir(sweep_dir).run_dirs()]
         print(f"\nsweep {sweep_dir.name}:")
         code = finish_sweep(sweep_dir, run_rows(runs), self.analysis)
         if code:

@@ -2,7 +2,7 @@
 
 An entry holds the CompressAI class (or ours), how to build it, its channels per rate tier (the
 protocol's N and M, read by the config, the complexity table and the analysis), how it is coded to
-bytes (codec/coding.py), its plot label and style, and its name in CompressAI's zoo where it has one.
+bytes (codec/models/coding.py), its plot label and style, and its name in CompressAI's zoo where it has one.
 Adding a model is one `register(ModelEntry(...))`, one conf/model/<name>.yaml and its tests.
 """
 
@@ -21,9 +21,9 @@ from compressai.models import (
     ScaleHyperprior,
 )
 
-from codec.checkerboard import CheckerboardAutoregressive
-from codec.coding import FactorizedCoding, HyperpriorCoding, LatentCodecCoding, SerialContextCoding
 from codec.errors import ConfigError, LicSweepError
+from codec.models.checkerboard import CheckerboardAutoregressive
+from codec.models.coding import FactorizedCoding, HyperpriorCoding, LatentCodecCoding, SerialContextCoding
 
 # Entropy-coder tables: their sizes change with update(), so they do not identify an architecture.
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -53,7 +53,7 @@ class ModelEntry:
     cls: type[CompressionModel]
     # (N, M) per rate tier, as the protocol (and CompressAI's zoo) uses them.
     channels: dict[str, tuple[int, int]]
-    coding: Any  # one of codec.coding's codings
+    coding: Any  # one of codec.models.coding's codings
     label: str
     style: tuple[str, str]  # matplotlib colour and marker
     # `python -m compressai.utils.eval_model -a NAME`, where CompressAI's zoo has the architecture.

@@ -1,5 +1,7 @@
 """Rate tiers: which lambdas count as "low" and "high" rate (picks N and M)."""
 
+from __future__ import annotations
+
 RATE_TIERS = ("low", "high")
 # The protocol's lambdas {0.0067, 0.013} are low and {0.025, 0.0483} high; the split sits between.
 HIGH_RATE_FROM_LMBDA = 0.018

@@ -15,10 +15,8 @@ from typing import Any, Iterable
 
 import torch
 
-from codec.checkpoint import write_json_atomic, write_text_atomic
-
-REPO = Path(__file__).resolve().parent.parent
-CARD_FILE = "repro.json"
+from codec.records.files import write_json_atomic, write_text_atomic
+from codec.records.layout import REPO, RunDir
 
 
 def _git(*args: str) -> str | None:
@@ -56,9 +54,10 @@ def packages() -> list[str]:
     return sorted(seen, key=str.lower)
 
 
-def reproducibility_card(run_dir: Path, train_files: Iterable[Path] = (), train_root: str | Path | None = None,
+def reproducibility_card(run_dir: Path | RunDir, train_files: Iterable[Path] = (), train_root: str | Path | None = None,
                          test_sets: dict[str, tuple[Iterable[Path], str | Path]] | None = None,
                          device: torch.device | None = None) -> dict[str, Any]:
+    run = RunDir(run_dir)
     commit = git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
     dirty = bool(status.strip()) if status is not None else None
@@ -74,8 +73,8 @@ def reproducibility_card(run_dir: Path, train_files: Iterable[Path] = (), train_
     }
     if dirty:
         diff = _git("diff", "HEAD") or ""
-        write_text_atomic(diff, run_dir / "repro.diff")
+        write_text_atomic(diff, run / "repro.diff")
         card["git_diff"] = "repro.diff"
         card["git_diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
-    write_json_atomic(card, run_dir / CARD_FILE)
+    write_json_atomic(card, run.repro)
     return card

@@ -6,6 +6,7 @@ CompressAI's two-pass CheckerboardLatentCodec (anchors first, then non-anchors w
 from the quantised anchors), composed the way Cheng2020AnchorCheckerboard composes it.
 """
 
+from __future__ import annotations
 
 from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import (

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import os
 import socket
@@ -12,40 +11,23 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
-from codec.checkpoint import write_json_atomic
 from codec.errors import LicSweepError
-
-# Settings that do not change what a run computes: a finished run with other values of these
-# still counts as done.
-_VOLATILE = {"task", "resume", "device", "logger", "sweep_name", "checkpoint", "ladder"}
-_VOLATILE_NESTED = {("data", "num_workers"), ("trainer", "log_every_steps"),
-                    ("trainer", "checkpoint_every_minutes"), ("trainer", "checkpoint_every_steps"), ("eval", "save_bitstreams"),
-                    ("eval", "save_reconstructions"), ("eval", "entropy_coder_device")}
+from codec.records.files import write_json_atomic
+from codec.records.layout import RunDir
+from codec.records.record import RunRecord, UnreadableRecord, read_record
 
 
-def config_fingerprint(config: dict[str, Any]) -> str:
-    kept = {}
-    for key, value in config.items():
-        if key in _VOLATILE or key == "hydra":
-            continue
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if (key, k) not in _VOLATILE_NESTED}
-        kept[key] = value
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def finished_results(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The stored results if this run directory finished with the same config."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
+def finished_record(run_dir: Path | RunDir, fingerprint: str) -> RunRecord | None:
+    """The run's record if this run directory finished with the same config (codec.schema.config_fingerprint)."""
+    run = RunDir(run_dir)
+    if not run.results.is_file():
         return None
     try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = read_record(run.results)
+    except UnreadableRecord:
         return None
-    return results if results.get("config_fingerprint") == fingerprint else None
+    return record if record.provenance.config_fingerprint == fingerprint else None
 
 
 def _is_rank_zero() -> bool:
@@ -57,7 +39,7 @@ def mark_running(run_dir: Path) -> None:
     """Claim the run directory; a live job already in it (another sweep, same run) is an error."""
     if not _is_rank_zero():
         return
-    marker = Path(run_dir) / ".running"
+    marker = RunDir(run_dir).running
     if marker.is_file():
         try:
             other = json.loads(marker.read_text())
@@ -70,13 +52,13 @@ def mark_running(run_dir: Path) -> None:
             print(f"{run_dir}: taking over from process {other.get('pid')} on {other.get('host')}, which is no "
                   "longer running (killed?); resuming from its last checkpoint")
     write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                       "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, Path(run_dir) / ".running")
-    (Path(run_dir) / "failed.json").unlink(missing_ok=True)
+                       "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, marker)
+    RunDir(run_dir).failed.unlink(missing_ok=True)
 
 
 def clear_running(run_dir: Path) -> None:
     if _is_rank_zero():
-        (Path(run_dir) / ".running").unlink(missing_ok=True)
+        RunDir(run_dir).running.unlink(missing_ok=True)
 
 
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
@@ -85,7 +67,7 @@ def mark_failed(run_dir: Path, exc: BaseException) -> None:
     try:
         write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
                            "traceback": "".join(traceback.format_exception(exc))[-5000:],
-                           "log": str(Path(run_dir) / "run.log"), "time": time.time()}, Path(run_dir) / "failed.json")
+                           "log": str(RunDir(run_dir).run_log), "time": time.time()}, RunDir(run_dir).failed)
     except LicSweepError as record_error:  # e.g. the disk that made the run fail is still full
         print(f"warning: the failure could not be recorded: {record_error}", file=sys.stderr)
     clear_running(run_dir)
@@ -103,7 +85,7 @@ def fail_the_cluster_job() -> None:
 
     def exit_failed() -> None:
         # Registered last, so it runs first and skips the exit handlers registered before it. Nothing is
-        # lost by that: the W&B run was finished by the job (codec/job.py), submitit has written the
+        # lost by that: the W&B run was finished by the job (codec/runs/job.py), submitit has written the
         # result, log records are flushed as they are written, and loader workers have ended.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -115,12 +97,11 @@ def fail_the_cluster_job() -> None:
 def unfinished_run(checkpoint: Path) -> tuple[Path, str] | None:
     """(run directory, state) when `checkpoint` sits in a run directory (<run>/checkpoints/*.pth with the
     run's .hydra) whose run has not finished: failed, running, resumable or pending; else None."""
-    checkpoint = Path(checkpoint)
-    run_dir = checkpoint.parent.parent
-    if checkpoint.parent.name != "checkpoints" or not (run_dir / ".hydra").is_dir():
+    run = RunDir.of_checkpoint(checkpoint)
+    if run is None:
         return None
-    state = run_state(run_dir)
-    return None if state == "done" else (run_dir, state)
+    state = run_state(run)
+    return None if state == "done" else (run.path, state)
 
 
 def _alive(marker: dict) -> bool:
@@ -137,21 +118,19 @@ def _alive(marker: dict) -> bool:
 
 def run_state(run_dir: Path, fingerprint: str | None = None) -> str:
     """done | running | failed | resumable | pending (| stale: results of another config)."""
-    run_dir = Path(run_dir)
-    results = run_dir / "results.json"
-    if results.is_file():
-        if fingerprint is None or finished_results(run_dir, fingerprint) is not None:
+    run = RunDir(run_dir)
+    if run.results.is_file():
+        if fingerprint is None or finished_record(run, fingerprint) is not None:
             return "done"
         return "stale"
-    marker = run_dir / ".running"
-    if marker.is_file():
+    if run.running.is_file():
         try:
-            if _alive(json.loads(marker.read_text())):
+            if _alive(json.loads(run.running.read_text())):
                 return "running"
         except (OSError, json.JSONDecodeError):
             pass
-    if (run_dir / "failed.json").is_file():
+    if run.failed.is_file():
         return "failed"
-    if (run_dir / "checkpoints" / "last.pth").is_file():
+    if run.last_checkpoint.is_file():
         return "resumable"
     return "pending"

@@ -1,6 +1,6 @@
 """How each kind of model is coded to entropy-coded strings and back, with the same methods for all.
 
-A model's registry entry (codec/models.py) names its coding. Every coding answers:
+A model's registry entry (codec/models/registry.py) names its coding. Every coding answers:
 `strings` (how many entropy-coded strings an image gives), `latent_hw` (the latent size the decoder
 needs, from the padded image size), `encode` (strings and the quantised latent the encoder coded)
 and `decode_latent` (the latent the decoder reconstructs from the strings). The decoder's latent must
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from codec import fast_autoregressive
+from codec.models import fast_autoregressive
 
 
 def _catching_outputs(model, x: torch.Tensor, *modules: str) -> tuple[dict, list[torch.Tensor]]:
@@ -81,7 +81,7 @@ class HyperpriorCoding(_Coding):
 
 @dataclass(frozen=True)
 class SerialContextCoding(_Coding):
-    """Minnen 2018's serial 5x5 context: codec/fast_autoregressive.py, bit-exact with CompressAI's
+    """Minnen 2018's serial 5x5 context: codec/models/fast_autoregressive.py, bit-exact with CompressAI's
     compress/decompress and faster."""
 
     strings: int = 2

@@ -8,40 +8,31 @@ encoder coded, then PSNR and MS-SSIM on the 8-bit-rounded reconstruction.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from codec.bitstream import MAX_SIDE, PAD_MULTIPLE, LatentOutOfRange, decode, decode_mismatches, encode, pack, unpack
-from codec.checkpoint import CheckpointIdentity, model_checkpoint, write_json_atomic, write_text_atomic
+from codec.data.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
 from codec.errors import LicSweepError
-from codec.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
-from codec.models import entry_of, registry_entry, with_derived_buffers
-from codec.schema import CoderDevice, RunConfig
-
-RESULT_FIELDS = ("bits", "bpp", "psnr", "ms_ssim", "enc_time", "dec_time", "num_pixels")
-
-
-@dataclass
-class ImageResult:
-    image: str
-    num_pixels: int
-    bits: int
-    bpp: float
-    psnr: float
-    ms_ssim: float
-    enc_time: float
-    dec_time: float
+from codec.models.bitstream import (
+    MAX_SIDE,
+    PAD_MULTIPLE,
+    LatentOutOfRange,
+    decode,
+    decode_mismatches,
+    encode,
+    pack,
+    unpack,
+)
+from codec.records.layout import RunDir
+from codec.records.record import ImageResult, SetResult
+from codec.schema import CoderDevice
 
 
 class DecodeMismatch(LicSweepError):
@@ -131,7 +122,7 @@ MS_SSIM_MIN_SIDE = 161
 def usable_images(folder: str | Path, max_images: int | None, skipped: list[str], desc: str):
     """(name, path, HxWx3 uint8) for each image of an evaluation folder that can be evaluated, one at a
     time. The rest are skipped with a warning naming the file and why, and their names added to
-    `skipped`: other files, files that do not decode (corrupt, or a decompression bomb: codec.images),
+    `skipped`: other files, files that do not decode (corrupt, or a decompression bomb: codec.data.images),
     and images under MIN_SIDE or over MAX_SIDE pixels a side. Model and classical evaluation read images
     only here."""
     folder = Path(folder)
@@ -208,124 +199,24 @@ def checked_results(results: list[ImageResult], skipped: list[str], folder) -> t
     return results, skipped
 
 
-def summarize(per_image: list[ImageResult]) -> dict[str, float]:
-    """Means over the images; MS-SSIM over the images it is defined for (ms_ssim_images of them, NaN if none)."""
-    rows = [asdict(r) for r in per_image]
-    summary = {k: float(np.mean([r[k] for r in rows])) for k in RESULT_FIELDS if k != "ms_ssim"}
-    defined = [r["ms_ssim"] for r in rows if not math.isnan(r["ms_ssim"])]
-    summary["ms_ssim"] = float(np.mean(defined)) if defined else float("nan")
-    summary["ms_ssim_images"] = len(defined)
-    summary["num_images"] = len(rows)
-    return summary
+def evaluate_sets(e, model, run: RunDir, log_table=None) -> tuple[dict[str, SetResult], torch.device]:
+    """Evaluate `model` on each test set of `e` (the run's eval config), in order (the first is the
+    headline); returns each set's results and the device the entropy coder ran on. The one evaluation
+    path, after training and for `task=eval`: the transforms run where the model is, the entropy coder on
+    the CPU unless eval.entropy_coder_device=same. `log_table(key, rows)` receives each set's per-image rows."""
+    from codec.data.test_sets import set_folder, set_name
 
-
-def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    """per_image.csv (one row per set and image), then results.json (which marks the run done), each
-    written atomically."""
-    blocks = results.get("sets") or {results.get("set", ""): results}
-    rows = [{"set": name, **row} for name, block in blocks.items() for row in block["per_image"]]
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(table.getvalue(), out_dir / "per_image.csv")
-    write_json_atomic(results, out_dir / "results.json")
-
-
-def set_block(dataset, per_image: list[ImageResult], skipped: list[str]) -> dict[str, Any]:
-    """One test set's results: the folder, the means over its images, what was skipped, each image."""
-    return {"dataset": str(dataset), **summarize(per_image), "skipped": skipped,
-            "per_image": [asdict(r) for r in per_image]}
-
-
-def results_record(model: str, dataset, per_image: list[ImageResult], skipped: list[str], coding_device,
-                   **identity) -> dict[str, Any]:
-    """The results.json shape of one evaluation on one folder (classical codecs)."""
-    return {"model": model, **identity, **set_block(dataset, per_image, skipped), "coding_device": str(coding_device)}
-
-
-def results_for_set(results: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
-    """A results.json's fields for one test set (None: its headline, the first of eval.sets): the run's
-    identity with that set's block; None when the run was not evaluated on it. Files written before
-    eval.sets (no "sets") hold one set, named by their folder."""
-    if name is None or name == results.get("set"):
-        return results
-    if "sets" not in results:
-        return results if name == Path(str(results.get("dataset", ""))).name else None
-    if name not in results["sets"]:
-        return None
-    return {**{k: v for k, v in results.items() if k != "sets"}, "set": name, **results["sets"][name]}
-
-
-def evaluate_run(config: RunConfig, model, run_dir: Path, tracker, **identity) -> dict[str, Any]:
-    """Evaluate `model` on each of config.eval.sets, write results.json and per_image.csv, log them to
-    W&B; returns the summary: the first set's fields, "<set>/<field>" for every set, and the sets' names (eval_sets). The one
-    evaluation path, after training and for `task=eval`: the transforms run where the model is, the
-    entropy coder on the CPU unless eval.entropy_coder_device=same. `identity` (lmbda, N, M, run and
-    sweep names, ...) goes into results.json beside the evaluation's fields."""
-    from codec.datasets import set_folder, set_name
-
-    e = config.eval
     device = torch.device("cpu") if e.entropy_coder_device == CoderDevice.cpu else next(model.parameters()).device
-    blocks: dict[str, dict[str, Any]] = {}
-    for i, entry in enumerate(e.sets):
-        name, folder = set_name(entry), set_folder(entry, e.sets_root)
-        out = run_dir if i == 0 else run_dir / "sets" / name  # bitstreams and reconstructions, per set
-        per_image, skipped = evaluate_model(model, folder, device, e.max_images, out, e.save_bitstreams,
-                                            e.save_reconstructions)
-        blocks[name] = set_block(folder, per_image, skipped)
-        tracker.table(f"eval/{name}/per_image", blocks[name]["per_image"])
-        b = blocks[name]
-        print(f"evaluated {b['num_images']} images of {name} on {device}: bpp {b['bpp']:.4f} "
-              f"psnr {b['psnr']:.2f} dB ms-ssim {b['ms_ssim']:.4f} "
-              f"enc {b['enc_time']:.3f}s dec {b['dec_time']:.3f}s per image")
-    headline = set_name(e.sets[0])
-    # The top level repeats the first set's block, so that a reader of one set need not know about sets.
-    results = {"model": entry_of(model).name, **identity, "set": headline, **blocks[headline],
-               "coding_device": str(device), "wandb_run_id": tracker.run_id, "sets": blocks}
-    write_results(results, run_dir)
-    summary = {k: v for k, v in results.items() if k not in ("per_image", "sets")} | {"eval_sets": list(blocks)}
-    for name, block in blocks.items():
-        summary |= {f"{name}/{k}": block[k] for k in (*RESULT_FIELDS, "num_images")}
-    return summary
-
-
-def load_model(path: str | Path):
-    """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict; the architecture is the
-    checkpoint's own record, else the one registered model whose parameters have these names and shapes.
-    Everything the file claims is checked first (codec.checkpoint.model_checkpoint)."""
-    model, ckpt, _ = _checked_model(path)
-    return model, ckpt
-
-
-def _checked_model(path: str | Path):
-    ckpt, identity = model_checkpoint(path)
-    entry = registry_entry(identity.model)
-    try:
-        model = entry.build(identity.N, identity.M)
-        model.load_state_dict(with_derived_buffers(model.state_dict(), ckpt["state_dict"]))
-    except (KeyError, RuntimeError) as exc:
-        raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
-    return model, ckpt, identity
-
-
-def checkpoint_identity(path: str | Path) -> CheckpointIdentity:
-    """What a checkpoint records or its state_dict shows (model, N, M, lambda or None), checked."""
-    return model_checkpoint(path)[1]
-
-
-def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """`python run.py task=eval checkpoint=PATH`: evaluate, write results.json in run_dir, log to W&B.
-    Model and lambda are the checkpoint's (lambda is None for a file that does not record it)."""
-    from codec.tracking import Tracker
-    from codec.train import Distributed, pick_device
-
-    model, _, identity = _checked_model(config.checkpoint)
-    model = model.to(pick_device(config.device, Distributed()))
-    tracker = Tracker(config, run_dir, None, extra_config={"checkpoint": str(config.checkpoint),
-                                                           "model": identity.model, "lmbda": identity.lmbda})
-    try:
-        return evaluate_run(config, model, run_dir, tracker, lmbda=identity.lmbda, N=identity.N, M=identity.M,
-                            checkpoint=str(config.checkpoint))
-    finally:
-        tracker.finish()
+    names = [set_name(entry) for entry in e.sets]
+    sets: dict[str, SetResult] = {}
+    for name, entry in zip(names, e.sets):
+        folder = set_folder(entry, e.sets_root)
+        per_image, skipped = evaluate_model(model, folder, device, e.max_images, run.set_outputs(name, names),
+                                            e.save_bitstreams, e.save_reconstructions)
+        s = sets[name] = SetResult(name, str(folder), per_image, skipped)
+        if log_table:
+            log_table(f"eval/{name}/per_image", s.to_json()["per_image"])
+        print(f"evaluated {s['num_images']} images of {name} on {device}: bpp {s['bpp']:.4f} "
+              f"psnr {s['psnr']:.2f} dB ms-ssim {s['ms_ssim']:.4f} "
+              f"enc {s['enc_time']:.3f}s dec {s['dec_time']:.3f}s per image")
+    return sets, device

@@ -1,72 +1,31 @@
-"""Checkpoints: the resumable training state (`TrainState` and what `training_checkpoint` adds to it),
-written atomically so that a kill at any moment leaves the previous file readable, and loaded without
-unpickling anything but tensors, numbers, strings and containers."""
+"""Model checkpoints: saved atomically, loaded without unpickling anything but tensors, numbers, strings
+and containers, and checked (model_checkpoint: what the file claims to be, before any of it is used);
+load_model builds the registered model a checkpoint holds. The training state a checkpoint also holds is
+codec.training.state's."""
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import json
 import math
-import os
 import pickle
 import re
-import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import Any
 
 import torch
 
 from codec.errors import LicSweepError
+from codec.models.registry import registry_entry, with_derived_buffers
+from codec.records.files import _write_atomic
 
 
 class UnsafeCheckpoint(LicSweepError):
     """A checkpoint file that would need arbitrary unpickling (and could run code) to load."""
 
 
-class CannotWrite(LicSweepError):
-    """A file could not be written (disk full, no permission): the previous version is untouched."""
-
-
-def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`. A kill leaves the
-    previous file; a failed write (ENOSPC, EACCES, ...) too, and raises CannotWrite naming the path."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
-        if not isinstance(cause, OSError):  # torch.save wraps the file's OSError; anything else is a bug
-            raise
-        code = errno.errorcode.get(cause.errno, "")
-        kept = f"the previous {path.name} is unchanged; " if path.exists() else ""
-        raise CannotWrite(f"cannot write {path}: {cause.strerror or cause}{f' ({code})' if code else ''}; {kept}"
-                          "free disk space or fix the folder's permissions, then rerun the same command to "
-                          "resume") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_atomic(obj: Any, path: str | Path) -> None:
     _write_atomic(path, lambda f: torch.save(obj, f))
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    write_text_atomic(json.dumps(obj, indent=2), path)
-
-
-def write_text_atomic(text: str, path: str | Path) -> None:
-    _write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -167,7 +126,7 @@ def model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu")
     meta = ckpt.get("model_meta")
     if meta is not None and not isinstance(meta, dict):
         raise refuse(f"field model_meta is a {type(meta).__name__}, not a record of model name, N and M")
-    from codec.models import CODER_TABLES, REGISTRY, channels_of, entry_for_state_dict
+    from codec.models.registry import CODER_TABLES, REGISTRY, channels_of, entry_for_state_dict
 
     meta = meta or {}
     name = meta.get("name")
@@ -259,66 +218,25 @@ def _objects_asked_for(path: Path, limit: int = 64 << 20) -> list[str]:
     return [a for a in dict.fromkeys(asked) if not a.startswith(_TORCH_SAVE_GLOBALS)]
 
 
-def rng_state() -> dict:
-    import random
-
-    import numpy as np
-
-    # numpy's key array as a tensor: the checkpoint then loads with torch.load(weights_only=True),
-    # as CompressAI's eval_model and update_model load files
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                       cached), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def load_model(path: str | Path):
+    """(model, checkpoint dict) from our checkpoint or a CompressAI state_dict; the architecture is the
+    checkpoint's own record, else the one registered model whose parameters have these names and shapes.
+    Everything the file claims is checked first (codec.models.checkpoint.model_checkpoint)."""
+    model, ckpt, _ = checked_model(path)
+    return model, ckpt
 
 
-def restore_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def checked_model(path: str | Path):
+    ckpt, identity = model_checkpoint(path)
+    entry = registry_entry(identity.model)
+    try:
+        model = entry.build(identity.N, identity.M)
+        model.load_state_dict(with_derived_buffers(model.state_dict(), ckpt["state_dict"]))
+    except (KeyError, RuntimeError) as exc:
+        raise LicSweepError(f"checkpoint {path} does not load into {entry.cls.__name__}: {exc}") from None
+    return model, ckpt, identity
 
 
-@dataclass
-class TrainState:
-    """Where training stands: with the weights, optimizers, scheduler and RNG states (all in the
-    checkpoint), everything a resumed run needs to continue exactly as an uninterrupted one."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    batch_in_epoch: int = 0  # batches of the current epoch already trained
-    best_loss: float = math.inf
-    wandb_run_id: str | None = None
-    skipped_files: list[str] = field(default_factory=list)
-
-
-def training_checkpoint(state: TrainState, model, optimizer, aux_optimizer, scheduler, config: dict,
-                        model_meta: dict, lmbda: float) -> dict:
-    """The checkpoint dict: the model's state_dict under "state_dict" (CompressAI's tools read it), the
-    optimizers, scheduler, RNG states and the TrainState fields at top level."""
-    return {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "aux_optimizer": aux_optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-            "config": config, "model_meta": model_meta, "lmbda": lmbda, **dataclasses.asdict(state)}
-
-
-def train_state_of(ckpt: dict, path: Path) -> TrainState:
-    if "optimizer" not in ckpt:
-        raise LicSweepError(f"{path} is a bare state_dict; it cannot resume training")
-    # every field has a default: a checkpoint written before a field existed still resumes
-    values = {f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt}
-    kinds = {"epoch": int, "step": int, "batch_in_epoch": int, "best_loss": (int, float),
-             "wandb_run_id": (str, type(None)), "skipped_files": list}
-    for name, value in values.items():
-        if not isinstance(value, kinds[name]) or isinstance(value, bool) or (kinds[name] is int and value < 0) \
-                or (name == "skipped_files" and not all(isinstance(v, str) for v in value)):
-            raise InvalidCheckpoint(f"checkpoint {path} refused: field {name} is {_shown(value)}, not what "
-                                    "training records there")
-    return TrainState(**values)
+def checkpoint_identity(path: str | Path) -> CheckpointIdentity:
+    """What a checkpoint records or its state_dict shows (model, N, M, lambda or None), checked."""
+    return model_checkpoint(path)[1]

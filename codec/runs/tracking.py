@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from codec.checkpoint import valid_run_id, write_text_atomic
 from codec.errors import LicSweepError
+from codec.models.checkpoint import valid_run_id
+from codec.records.files import write_text_atomic
+from codec.records.layout import RunDir
+from codec.records.secrets import without_secrets
 from codec.schema import RunConfig, as_dict
 
-
-# Keys that name a credential: never recorded in a W&B config, a checkpoint's config or a run record.
-_SECRET_WORDS = {"key", "apikey", "token", "authtoken", "password", "passwd", "secret", "credential", "credentials"}
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_WORDS & set(re.split(r"[^a-z0-9]+", str(name).lower())))
-
-
-def without_secrets(values: Any) -> Any:
-    """`values` (nested dicts and lists) without any entry whose key names a credential."""
-    if isinstance(values, dict):
-        return {k: without_secrets(v) for k, v in values.items() if not is_secret_name(k)}
-    if isinstance(values, list):
-        return [without_secrets(v) for v in values]
-    return values
-
-
-RUN_ID_FILE = "wandb_run_id.txt"
+RUN_ID_FILE = RunDir(".").wandb_run_id.name
 
 
 class Tracker:
@@ -55,7 +39,7 @@ class Tracker:
                                 **flat, **(extra_config or {})})
         # The id lives in the run directory from the run's first moment, not only in its checkpoints: a
         # job killed before its first checkpoint continues the same W&B run too.
-        id_file = Path(run_dir) / RUN_ID_FILE
+        id_file = RunDir(run_dir).wandb_run_id
         run_id = run_id or (id_file.read_text().strip() if id_file.is_file() else None) or uuid.uuid4().hex[:12]
         if not valid_run_id(run_id):  # wandb names folders after it: only its own characters
             raise LicSweepError(f"{id_file}: {run_id[:80]!r} is not a W&B run id (1 to 64 letters, digits, _ or -); "

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from codec.evaluate import (ImageResult, checked_results, quality_metrics, results_record, to_tensor, usable_images,
-                            write_results)
 from codec.errors import LicSweepError
+from codec.evaluation.evaluate import checked_results, quality_metrics, to_tensor, usable_images
+from codec.records.layout import RunDir
+from codec.records.record import Identity, ImageResult, Provenance, RunRecord, SetResult
 
 FORMATS = {"jpeg": ("JPEG", {"subsampling": "4:2:0"}), "webp": ("WEBP", {"method": 4})}
 
@@ -31,7 +32,9 @@ def code_image(img: np.ndarray, codec: str, quality: int) -> tuple[bytes, np.nda
     return data, rec, t1 - t0, t2 - t1
 
 
-def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images: int | None = None) -> dict[str, Any]:
+def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images: int | None = None,
+                       set_name: str | None = None) -> RunRecord:
+    """One codec at one quality on the images of `folder` (the test set `set_name`, default the folder's name)."""
     if codec not in FORMATS:
         raise LicSweepError(f"eval.classical_codecs: {codec!r} is not supported; choose from {', '.join(FORMATS)}")
     if not 1 <= quality <= 100:
@@ -43,17 +46,19 @@ def evaluate_classical(codec: str, quality: int, folder: str | Path, max_images:
         h, w = img.shape[:2]
         per_image.append(ImageResult(name, h * w, 8 * len(data), 8 * len(data) / (h * w), psnr, ssim, enc, dec))
     per_image, skipped = checked_results(per_image, skipped, folder)
-    return results_record(codec, folder, per_image, skipped, "cpu", lmbda=None, N=None, M=None, quality=quality)
+    name = set_name or Path(folder).name
+    return RunRecord(Identity(codec, quality=quality), {name: SetResult(name, str(folder), per_image, skipped)},
+                     provenance=Provenance(coding_device="cpu"))
 
 
 def evaluate_classical_anchors(codecs: list[str], qualities: list[int], folder: str | Path, out_dir: Path,
-                               max_images: int | None = None) -> list[dict[str, Any]]:
-    """Every codec at every quality; results.json per point under out_dir/<codec>_q<quality>/."""
+                               max_images: int | None = None, set_name: str | None = None) -> list[dict[str, Any]]:
+    """Every codec at every quality; a run record per point under out_dir/<codec>_q<quality>/."""
     summaries = []
     for codec in codecs:
         for q in qualities:
-            results = evaluate_classical(codec, q, folder, max_images)
-            write_results(results, out_dir / f"{codec}_q{q}")
-            summaries.append({k: v for k, v in results.items() if k != "per_image"})
-            print(f"{codec} q{q}: bpp {results['bpp']:.4f} psnr {results['psnr']:.2f} dB")
+            record = evaluate_classical(codec, q, folder, max_images, set_name)
+            record.write(RunDir(out_dir / f"{codec}_q{q}"))
+            summaries.append(record.summary())
+            print(f"{codec} q{q}: bpp {record.headline['bpp']:.4f} psnr {record.headline['psnr']:.2f} dB")
     return summaries

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from codec.data.images import UnreadableImage, list_images, read_rgb
 from codec.errors import LicSweepError
-from codec.images import UnreadableImage, list_images, read_rgb
 
 
 def _in_validation(name: str, val_fraction: float) -> bool:
@@ -65,7 +65,7 @@ def source_groups(fmt: str, root: str | Path, list_file: str | None = None) -> d
     if not root.is_dir():
         raise LicSweepError(f"data.root: {root} is not a directory")
     if fmt == "packed":
-        from codec.prepare import packed_groups
+        from codec.data.packed import packed_groups
 
         return packed_groups(root)
     if fmt == "vimeo":

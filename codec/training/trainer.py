@@ -17,22 +17,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from codec.checkpoint import (
-    TrainState,
-    model_checkpoint,
-    restore_rng_state,
-    save_atomic,
-    train_state_of,
-    training_checkpoint,
-)
-from codec.data import CropDataset, epoch_order, loader_workers, split_files
-from codec.precision import autocast_transforms, compile_transforms, grad_scaler
+from codec.data.training import CropDataset, epoch_order, loader_workers, split_files
 from codec.errors import LicSweepError
-from codec.job_status import unfinished_run
-from codec.loss import RateDistortionLoss
-from codec.models import build_model, parameter_shapes, with_derived_buffers
-from codec.schema import RunConfig, SchedulerName, as_dict
-from codec.tracking import Tracker, without_secrets
+from codec.models.checkpoint import model_checkpoint, save_atomic
+from codec.models.registry import build_model, parameter_shapes, with_derived_buffers
+from codec.records.secrets import without_secrets
+from codec.records.status import unfinished_run
+from codec.schema import RunConfig, as_dict
+from codec.training.callbacks import Callback
+from codec.training.distributed import Distributed, init_distributed, pick_device
+from codec.training.loss import RateDistortionLoss
+from codec.training.precision import autocast_transforms, compile_transforms, grad_scaler
+from codec.training.schedulers import make_scheduler
+from codec.training.state import TrainState, restore_rng_state, train_state_of, training_checkpoint
 
 
 class NonFiniteLoss(LicSweepError):
@@ -49,60 +46,6 @@ class TrainResult:
     stopped_by: str = "epochs"
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def export_slurm_distributed() -> bool:
-    """One grid point on several GPUs under Slurm: a job step with several tasks (submitit's launcher
-    with tasks_per_node > 1 or nodes > 1, or `srun -n N python run.py ...`) starts one process per task;
-    this exports torch.distributed's environment (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from
-    Slurm's, with submitit's helper, so that they form one process group. True when it did. torchrun's
-    own variables, or a single task, leave the environment as it is."""
-    if "WORLD_SIZE" in os.environ or "SLURM_PROCID" not in os.environ:
-        return False
-    if int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1"))) <= 1:
-        return False
-    from submitit.helpers import TorchDistributedEnvironment
-
-    # each task keeps every GPU of its node visible and takes cuda:LOCAL_RANK (pick_device)
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    return True
-
-
-def init_distributed(device_setting: str) -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK, or Slurm's tasks do (export_slurm_distributed); NCCL on
-    CUDA, gloo on CPU."""
-    export_slurm_distributed()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device_setting != "cpu" else "gloo"
-        dist.init_process_group(backend=backend)
-    ddp = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    print(f"DDP: {ddp.world_size} processes ({dist.get_backend()}), rank {ddp.rank} of {ddp.world_size}", flush=True)
-    return ddp
-
-
-def pick_device(setting: str, ddp: Distributed) -> torch.device:
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LicSweepError(f"device={setting} but CUDA is not available; use device=cpu or device=auto")
-        if ddp.world_size > 1:
-            return torch.device("cuda", ddp.local_rank)
-    return torch.device(setting)
-
-
 def split_parameters(model: torch.nn.Module):
     """(main parameters, entropy bottleneck quantiles), as in CompressAI's examples/train.py."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
@@ -110,75 +53,10 @@ def split_parameters(model: torch.nn.Module):
     return main, aux
 
 
-def make_scheduler(config: RunConfig, optimizer):
-    s = config.scheduler
-    if s.name == SchedulerName.multistep:
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=s.factor,
-                                                      patience=s.patience, min_lr=s.min_lr)
-
-
 def _collate(batch):
     images = torch.stack([b[0] for b in batch])
     skipped = [line for b in batch if b[1] for line in b[1].split("\n")]
     return images, skipped
-
-
-class Callback:
-    """Hooks around the training loop; each does nothing unless overridden."""
-
-    def on_step_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
-
-    def on_validation_batch(self, trainer: "Trainer", index: int) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", val: dict[str, float]) -> None:
-        """After validation and the scheduler step; trainer.state.epoch counts the finished epoch."""
-
-    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None:
-        """After `path` was written."""
-
-
-class TrackerLogging(Callback):
-    """Train metrics every trainer.log_every_steps, validation metrics and reconstructions every epoch."""
-
-    def __init__(self, tracker: Tracker):
-        self.tracker = tracker
-
-    def on_step_end(self, trainer, metrics):
-        state = trainer.state
-        if state.step % trainer.config.trainer.log_every_steps == 0 or state.step == 1:
-            self.tracker.log({f"train/{k}": v for k, v in metrics.items()} | {"train/lr": trainer.lr,
-                                                                               "epoch": state.epoch}, step=state.step)
-
-    def on_epoch_end(self, trainer, val):
-        step = trainer.state.step
-        self.tracker.log({f"val/{k}": v for k, v in val.items()} | {"val/lr": trainer.lr, "epoch": trainer.state.epoch},
-                         step=step)
-        self.tracker.images("val/reconstructions", trainer.val_images(trainer.config.logger.log_images), step=step)
-
-
-class CheckpointPolicy(Callback):
-    """last.pth after every epoch, every trainer.checkpoint_every_minutes and every
-    trainer.checkpoint_every_steps; best.pth when the validation loss improves. Entropy models are
-    updated before an epoch's checkpoints, so best.pth and the final last.pth code real bitstreams."""
-
-    def __init__(self):
-        self.last_save = time.monotonic()
-
-    def on_step_end(self, trainer, metrics):
-        t = trainer.config.trainer
-        minutes = (time.monotonic() - self.last_save) / 60
-        if (t.checkpoint_every_minutes and minutes >= t.checkpoint_every_minutes) or \
-                (t.checkpoint_every_steps and trainer.state.step % t.checkpoint_every_steps == 0):
-            trainer.save("last.pth")
-            self.last_save = time.monotonic()
-
-    def on_epoch_end(self, trainer, val):
-        if val["loss"] < trainer.state.best_loss:
-            trainer.state.best_loss = val["loss"]
-            trainer.save("best.pth", update_entropy_models=True)
-        trainer.save("last.pth", update_entropy_models=True)
-        self.last_save = time.monotonic()
 
 
 class Trainer:
@@ -501,7 +379,7 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
     optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
     aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
     trainer = Trainer(config, run_dir, ddp, device, train_set, val_set, model, optimizer, aux_optimizer,
-                      make_scheduler(config, optimizer))
+                      make_scheduler(config.scheduler, optimizer))
     resume = Path(config.resume) if config.resume else None
     if config.init_from and not (resume or trainer.ckpt_dir / "last.pth").exists():
         trainer.init_weights(Path(config.init_from))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from compressai.ops import compute_padding
 
 from codec.errors import LicSweepError
-from codec.models import entry_of
+from codec.models.registry import entry_of
 
 
 @dataclass

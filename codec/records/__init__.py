@@ -1,0 +1,3 @@
+"""Run records and run directories (torch-free, the lowest layer above codec.errors): files written atomically
+(files), what a run leaves behind (record: results.json, per_image.csv), where it leaves it (layout), what
+state a run directory is in (status), and which config keys are credentials (secrets)."""
