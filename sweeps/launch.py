@@ -17,9 +17,12 @@ def multirun_command(overrides: list[str], analysis: bool = True) -> list[str]:
 
 def launch(overrides: list[str], analysis: bool = True) -> int:
     """The multirun's exit status (non-zero when a run is not done: sweeps.summary). Ctrl-C reaches the
-    multirun too (one process group), which stops its jobs resumably: this process waits for it."""
+    multirun too (one process group), which stops its jobs resumably: this process waits for it. If this
+    process dies (SIGKILL), the multirun gets SIGTERM, and its jobs with it (they save last.pth)."""
+    from hydra_plugins.lic_sweep_launcher.local_launcher import end_with_parent
+
     sys.stdout.flush()
-    process = subprocess.Popen(multirun_command(overrides, analysis))
+    process = subprocess.Popen(multirun_command(overrides, analysis), preexec_fn=end_with_parent)
     while True:
         try:
             return process.wait()

@@ -27,9 +27,8 @@ def kodak_crop(name: str = "kodim23.png", height: int = 128, width: int = 192) -
 
 def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A few CPU steps of the quickstart with tiny channels and a small evaluation folder."""
-    return ["experiment=quickstart_scratch", "model.N=8", "model.M=12", "trainer.max_steps=2",
-            "trainer.steps_per_epoch=2", "trainer.epochs=1", "data.batch_size=4", "data.val_batch_size=4",
-            "logger.mode=offline", f"eval.sets=[{small_eval_folder(tmp_path)}]", "eval.max_images=null", *extra]
+    return ["experiment=quickstart_scratch", "debug=tiny", "logger.mode=offline",
+            f"eval.sets=[{small_eval_folder(tmp_path)}]", "eval.max_images=null", *extra]
 
 
 def small_eval_folder(tmp_path: Path, count: int = 2) -> Path:

@@ -46,17 +46,34 @@ def install(point: str) -> None:
             if kind == "rank_step" and f"{trainer.ddp.rank}:{trainer.state.step}" == arg:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        def on_validation_batch(self, trainer, index):
-            # during the validation at the end of epoch E, E - 1 epochs are counted
-            if kind == "validation" and trainer.state.epoch == int(arg) - 1:
-                kill()
-
-        def on_checkpoint(self, trainer, path):
-            if kind == "epoch_end" and path.name == "last.pth" and trainer.state.batch_in_epoch == 0 \
-                    and trainer.state.epoch == int(arg):
+        def on_epoch_end(self, trainer, val):
+            # after the job's CheckpointPolicy (called before this callback) wrote the epoch's last.pth
+            if kind == "epoch_end" and trainer.state.batch_in_epoch == 0 and trainer.state.epoch == int(arg):
                 kill()
 
     codec.runs.job.train_and_evaluate = functools.partial(codec.runs.job.train_and_evaluate, callbacks=[KillAt()])
+
+    if kind == "validation":  # in the validation at the end of epoch E (E - 1 epochs are counted), after a batch
+        from codec.training.trainer import Trainer
+
+        criterion = None
+
+        def validate_and_die(trainer):
+            nonlocal criterion
+            if trainer.state.epoch != int(arg) - 1:
+                return validate(trainer)
+            criterion = trainer.criterion
+
+            def loss_then_die(*args, **kwargs):  # only validation calls it here: training waits for it
+                out = criterion(*args, **kwargs)
+                kill()
+                return out
+
+            trainer.criterion = loss_then_die
+            return validate(trainer)
+
+        validate = Trainer.validate
+        Trainer.validate = validate_and_die
 
     if kind == "write":
         name, epoch = arg.split(":")

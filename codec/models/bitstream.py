@@ -142,13 +142,13 @@ def unpack(data: bytes, model) -> Encoded:
 def decompress_shape(model, image_hw: tuple[int, int]):
     """The `shape` the model's own CompressAI `decompress` takes for an image of this size."""
     coding = entry_of(model).coding
-    return coding.compressai_shape(model, coding.latent_hw(padded_hw(image_hw)))
+    return coding.compressai_shape(model, coding.latent_hw(model, padded_hw(image_hw)))
 
 
 def decode_latent(model, enc: Encoded) -> torch.Tensor:
     """The decoded latent y_hat, computed the way the model's coding decodes it."""
     coding = entry_of(model).coding
-    return coding.decode_latent(model, enc.strings, coding.latent_hw(padded_hw(enc.image_hw)))
+    return coding.decode_latent(model, enc.strings, coding.latent_hw(model, padded_hw(enc.image_hw)))
 
 
 def decode(model, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

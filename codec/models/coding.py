@@ -30,6 +30,12 @@ def _catching_outputs(model, x: torch.Tensor, *modules: str) -> tuple[dict, list
 
 
 class _Coding:
+    def latent_hw(self, model, padded_hw: tuple[int, int]) -> tuple[int, int]:
+        """The size of the first latent the decoder reads (y of a factorized prior, z of a hyperprior): the
+        padded image size over the model's own downsampling factor."""
+        factor = model.downsampling_factor
+        return padded_hw[0] // factor, padded_hw[1] // factor
+
     def compressai_shape(self, model, latent_hw: tuple[int, int]):
         """The `shape` argument of the model's own CompressAI `decompress`."""
         return latent_hw
@@ -37,12 +43,10 @@ class _Coding:
 
 @dataclass(frozen=True)
 class FactorizedCoding(_Coding):
-    """One string: the latent y under the fully factorized entropy bottleneck (y at 1/16 size)."""
+    """One string: the latent y under the fully factorized entropy bottleneck (y at 1/16 size: the model's downsampling_factor)."""
 
     strings: int = 1
 
-    def latent_hw(self, padded_hw: tuple[int, int]) -> tuple[int, int]:
-        return padded_hw[0] // 16, padded_hw[1] // 16
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out, (y,) = _catching_outputs(model, x, "g_a")
@@ -56,13 +60,11 @@ class FactorizedCoding(_Coding):
 @dataclass(frozen=True)
 class HyperpriorCoding(_Coding):
     """Two strings: y under a Gaussian whose scales (and, with `means`, means) come from h_s(z_hat),
-    then z under the entropy bottleneck (z at 1/64 size)."""
+    then z under the entropy bottleneck (z at 1/64 size: the model's downsampling_factor)."""
 
     means: bool = False
     strings: int = 2
 
-    def latent_hw(self, padded_hw: tuple[int, int]) -> tuple[int, int]:
-        return padded_hw[0] // 64, padded_hw[1] // 64
 
     def _scales_means(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return tuple(params.chunk(2, 1)) if self.means else (params, None)
@@ -86,8 +88,6 @@ class SerialContextCoding(_Coding):
 
     strings: int = 2
 
-    def latent_hw(self, padded_hw: tuple[int, int]) -> tuple[int, int]:
-        return padded_hw[0] // 64, padded_hw[1] // 64
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = fast_autoregressive.compress(model, x)
@@ -104,8 +104,6 @@ class LatentCodecCoding(_Coding):
 
     strings: int = 3
 
-    def latent_hw(self, padded_hw: tuple[int, int]) -> tuple[int, int]:
-        return padded_hw[0] // 64, padded_hw[1] // 64
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = model.compress(x)

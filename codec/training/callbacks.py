@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,13 +14,8 @@ class Callback:
 
     def on_step_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
 
-    def on_validation_batch(self, trainer: "Trainer", index: int) -> None: ...
-
     def on_epoch_end(self, trainer: "Trainer", val: dict[str, float]) -> None:
         """After validation and the scheduler step; trainer.state.epoch counts the finished epoch."""
-
-    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None:
-        """After `path` was written."""
 
 
 class TrackerLogging(Callback):

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from codec.errors import LicSweepError
-from codec.models.checkpoint import InvalidCheckpoint, _shown
+from codec.models.checkpoint import InvalidCheckpoint, _shown, model_checkpoint
+from codec.models.registry import parameter_shapes, with_derived_buffers
+from codec.records.status import unfinished_run
 
 
 def rng_state() -> dict:
@@ -77,3 +79,38 @@ def train_state_of(ckpt: dict, path: Path) -> TrainState:
             raise InvalidCheckpoint(f"checkpoint {path} refused: field {name} is {_shown(value)}, not what "
                                     "training records there")
     return TrainState(**values)
+
+
+def fine_tune_weights(path: Path, model, m, device) -> tuple[dict, object]:
+    """(state_dict, identity) of checkpoint `path` checked for fine-tuning `model` (init_from; model config
+    `m`): a file of a finished run, every parameter there with this model's shape, no buffer narrowed below
+    what this model's constants need."""
+    if not path.is_file():
+        raise LicSweepError(f"init_from={path} does not exist" + (
+            "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
+            "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
+    unfinished = unfinished_run(path)
+    if unfinished:  # e.g. a ladder's anchor that failed: its last.pth is a half-trained model
+        source, state = unfinished
+        raise LicSweepError(f"init_from={path}: its run ({source}) is {state}, not finished"
+                            + (f" (see {source / 'failed.json'})" if state == "failed" else "")
+                            + "; fine-tune from a finished run, or copy the checkpoint out of its run directory "
+                              "to start from it as it is")
+    ckpt, identity = model_checkpoint(path, map_location=device)
+    own = model.state_dict()
+    weights = with_derived_buffers(own, ckpt["state_dict"])  # pretrained/ leaves the rebuilt buffers out
+    theirs, ours = parameter_shapes(weights), parameter_shapes(own)
+    wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]
+    wrong += [f"{k} not in this model" for k in theirs if k not in ours]
+    if wrong:
+        raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
+                            f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
+                            "same model and channels")
+    parameters = {name for name, _ in model.named_parameters()}
+    narrowed = [k for k, v in weights.items() if k not in parameters and v.is_floating_point()
+                and torch.finfo(v.dtype).bits < torch.finfo(own[k].dtype).bits]
+    if narrowed:  # e.g. a likelihood bound of 1e-9 stored in float16 is 0: the loss would turn inf
+        raise LicSweepError(f"init_from={path}: buffer {narrowed[0]} is stored in {weights[narrowed[0]].dtype} "
+                            f"({len(narrowed)} such), which cannot hold this model's constants; export "
+                            "parameters only in lower precision (python -m codec.pretrained does)")
+    return weights, identity

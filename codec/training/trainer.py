@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +18,16 @@ from tqdm import tqdm
 from codec.data.training import CropDataset, epoch_order, loader_workers, split_files
 from codec.errors import LicSweepError
 from codec.models.checkpoint import model_checkpoint, save_atomic
-from codec.models.registry import build_model, parameter_shapes, with_derived_buffers
+from codec.models.registry import build_model
 from codec.records.secrets import without_secrets
-from codec.records.status import unfinished_run
 from codec.schema import RunConfig, as_dict
 from codec.training.callbacks import Callback
 from codec.training.distributed import Distributed, init_distributed, pick_device
 from codec.training.loss import RateDistortionLoss
 from codec.training.precision import autocast_transforms, compile_transforms, grad_scaler
 from codec.training.schedulers import make_scheduler
+from codec.training.stopping import StopSignals
+from codec.training.state import fine_tune_weights
 from codec.training.state import TrainState, restore_rng_state, train_state_of, training_checkpoint
 
 
@@ -87,7 +86,7 @@ class Trainer:
                            broadcast_buffers=False)
         self.state = TrainState()
         self.callbacks: list[Callback] = []
-        self._stop_signal = None
+        self.stop = StopSignals()  # .received: the signal that asked this run to stop, if any
         self._last_val_batch = None
 
     @property
@@ -123,35 +122,7 @@ class Trainer:
         """The model's weights from another checkpoint (fine-tuning, e.g. a lambda ladder); optimizers,
         scheduler and step count stay fresh. Every parameter must be there with this model's shape, and a
         checkpoint inside a run directory must be of a finished run."""
-        if not path.is_file():
-            raise LicSweepError(f"init_from={path} does not exist" + (
-                "; the base checkpoints of pretrained/ are made by `make mini` then `make pretrained` "
-                "(README, 'Base checkpoints')" if path.parent.name == "pretrained" else ""))
-        unfinished = unfinished_run(path)
-        if unfinished:  # e.g. a ladder's anchor that failed: its last.pth is a half-trained model
-            source, state = unfinished
-            raise LicSweepError(f"init_from={path}: its run ({source}) is {state}, not finished"
-                                + (f" (see {source / 'failed.json'})" if state == "failed" else "")
-                                + "; fine-tune from a finished run, or copy the checkpoint out of its run directory "
-                                  "to start from it as it is")
-        ckpt, identity = model_checkpoint(path, map_location=self.device)
-        own = self.model.state_dict()
-        weights = with_derived_buffers(own, ckpt["state_dict"])  # pretrained/ leaves the rebuilt buffers out
-        theirs, ours = parameter_shapes(weights), parameter_shapes(own)
-        wrong = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items() if theirs.get(k) != shape]
-        wrong += [f"{k} not in this model" for k in theirs if k not in ours]
-        if wrong:
-            m = self.config.model
-            raise LicSweepError(f"init_from={path}: its weights do not fit model={m.name} N={m.N} M={m.M} "
-                                f"({len(wrong)} mismatches, e.g. {'; '.join(wrong[:3])}); use a checkpoint of the "
-                                "same model and channels")
-        parameters = {name for name, _ in self.model.named_parameters()}
-        narrowed = [k for k, v in weights.items() if k not in parameters and v.is_floating_point()
-                    and torch.finfo(v.dtype).bits < torch.finfo(own[k].dtype).bits]
-        if narrowed:  # e.g. a likelihood bound of 1e-9 stored in float16 is 0: the loss would turn inf
-            raise LicSweepError(f"init_from={path}: buffer {narrowed[0]} is stored in {weights[narrowed[0]].dtype} "
-                                f"({len(narrowed)} such), which cannot hold this model's constants; export "
-                                "parameters only in lower precision (python -m codec.pretrained does)")
+        weights, identity = fine_tune_weights(path, self.model, self.config.model, self.device)
         self.model.load_state_dict(weights)
         if self.ddp.is_main:
             print(f"initialised the weights from {path} ({identity.model}, lambda {identity.lmbda or '?'}); "
@@ -172,8 +143,6 @@ class Trainer:
         if self.scaler.is_enabled():  # trainer.precision=16: the loss scale goes on where it was
             ckpt["scaler"] = self.scaler.state_dict()
         save_atomic(ckpt, path)
-        for callback in self.callbacks:
-            callback.on_checkpoint(self, path)
         return path
 
     # -- steps -------------------------------------------------------------------------------
@@ -238,8 +207,6 @@ class Trainer:
                 totals[k] = totals.get(k, 0.0) + v.item() * x.shape[0]
             count += x.shape[0]
             self._last_val_batch = x
-            for callback in self.callbacks:
-                callback.on_validation_batch(self, i)
         return {k: v / count for k, v in totals.items()}
 
     def val_images(self, n: int) -> list:
@@ -259,49 +226,13 @@ class Trainer:
         if not torch.allclose(mine, reference, rtol=1e-5, atol=1e-6):
             raise RuntimeError(f"rank {self.ddp.rank}: weights differ from rank 0 after training")
 
-    # -- signals -----------------------------------------------------------------------------
-    def _hand_over_signal(self, previous) -> None:
-        """After last.pth is saved: let the job system finish its part of the signal.
-
-        submitit's SIGUSR2 handler (time-out, preemption) requeues the job and exits. A Slurm
-        requeue (`scontrol requeue`) or preemption sends SIGTERM and kills the job a little later:
-        returning now would let submitit record the job as finished, so wait for the kill; the
-        requeued job resumes from last.pth. Outside Slurm, SIGTERM ends the process. SIGUSR1
-        (and SIGUSR2 without submitit) only stop this run, which the next command resumes."""
-        if callable(previous):
-            previous(self._stop_signal, None)
-        if self._stop_signal == signal.SIGTERM:
-            if os.environ.get("SLURM_JOB_ID"):
-                tqdm.write("SIGTERM in a Slurm job: last.pth saved, waiting for Slurm to end and requeue the job")
-                while True:
-                    time.sleep(60)
-            # A plain `kill`: end the process (and a sweep running in it), resumable from last.pth.
-            tqdm.write(f"SIGTERM: last.pth saved in {self.ckpt_dir}; rerun the same command to resume")
-            raise SystemExit(128 + signal.SIGTERM)
-
-    def _stop_agreed(self) -> int | None:
-        """The stop signal, the same on every rank: under DDP a signal that reached any rank stops all of
-        them after the same step (one all-reduce of a number per step), so rank 0 saves last.pth while
-        the others wait with it instead of hanging in the next step's collective, or dying mid-step and
-        cutting rank 0's connection (which a `scontrol requeue` of a 2-task job did)."""
-        if self.ddp.world_size > 1:
-            flag = torch.tensor([self._stop_signal or 0], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self._stop_signal = int(flag.item()) or None
-        return self._stop_signal
-
-    def _on_signal(self, signum, _frame):
-        self._stop_signal = signum
-
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, callbacks: list[Callback] = ()) -> TrainResult:
         self.callbacks = [*callbacks]
         t, state, bs = self.config.trainer, self.state, self.config.data.batch_size
         max_steps = t.max_steps or math.inf
         stopped_by, last = "epochs", {}
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)} \
-            if _main_thread() else {}
-        try:
+        with self.stop:
             while state.epoch < t.epochs and state.step < max_steps:
                 self.train_set.set_epoch(state.epoch)
                 order = epoch_order(len(self.train_set), self.config.seed, state.epoch, self.ddp.rank,
@@ -319,22 +250,19 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.3f}", bpp=f"{last['bpp']:.3f}", psnr=f"{last['psnr']:.2f}")
                     for callback in self.callbacks:
                         callback.on_step_end(self, last)
-                    if state.step >= max_steps or self._stop_agreed():
+                    if state.step >= max_steps or self.stop.agreed(self.ddp.world_size, self.device):
                         break
                 bar.close()
-                if self._stop_signal:
+                if self.stop.received:
                     self.save("last.pth")
-                    self._hand_over_signal(old_handlers.get(self._stop_signal))
-                    stopped_by = f"signal {signal.Signals(self._stop_signal).name}"
+                    self.stop.hand_over(self.ckpt_dir)
+                    stopped_by = f"signal {self.stop.name}"
                     break
                 if state.batch_in_epoch < batches:  # the step budget ended mid-epoch
                     stopped_by = "max_steps"
                 self._end_epoch(finished=state.batch_in_epoch >= batches)
             if state.step >= max_steps and stopped_by == "epochs":
                 stopped_by = "max_steps"
-        finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
         if self.ddp.world_size > 1:
             self._check_replicas_in_sync()
         if not (self.ckpt_dir / "best.pth").exists():  # e.g. resumed after the budget was reached
@@ -395,8 +323,3 @@ def memory_format(config: RunConfig) -> torch.memory_format:
 def _checksum(model: torch.nn.Module) -> torch.Tensor:
     return torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
 
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

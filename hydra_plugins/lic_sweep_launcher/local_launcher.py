@@ -100,7 +100,7 @@ class LocalGpuLauncher(Launcher):
                 env = {**base_env, **self.env, **dict(slot.env)}
                 log.info(f"\t#{idx} [{slot.name}] : {' '.join(filter_overrides(overrides))}")
                 proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, cwd=os.getcwd(),
-                                        preexec_fn=_end_with_parent)
+                                        preexec_fn=end_with_parent)
                 running[idx] = (proc, slot, job_dir, time.time(), logfile)
             time.sleep(self.poll_seconds)
             for idx, (proc, slot, job_dir, started, logfile) in list(running.items()):
@@ -126,8 +126,9 @@ class LocalGpuLauncher(Launcher):
         return [returns[i] for i in sorted(returns)]
 
 
-def _end_with_parent() -> None:
-    """In the job's process before it starts (Linux): SIGTERM when the launcher's process dies."""
+def end_with_parent() -> None:
+    """In a child process before it starts (Linux): SIGTERM when its parent process dies (the launcher's
+    jobs; sweep.py's multirun)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:

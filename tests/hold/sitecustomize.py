@@ -24,7 +24,7 @@ if _HOLD:
             if trainer.state.step != int(_step):
                 return
             (Path(_folder) / str(os.getpid())).touch()
-            while not trainer._stop_signal and not (Path(_folder) / "release").exists():
+            while not trainer.stop.received and not (Path(_folder) / "release").exists():
                 time.sleep(0.05)
 
     codec.runs.job.train_and_evaluate = functools.partial(codec.runs.job.train_and_evaluate, callbacks=[_HoldAt()])
