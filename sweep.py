@@ -28,6 +28,12 @@ from sweeps.slurm import launch_ladder_on_slurm, on_slurm
 from sweeps.summary import print_rows, run_rows
 
 
+def _step_line(i: int, steps: list[list[str]], overrides: list[str], of: bool = True) -> str:
+    """A ladder step as printed: its number and the overrides it adds to the command line's."""
+    added = " ".join(o for o in steps[i] if o not in overrides)
+    return f"ladder step {i + 1}{f' of {len(steps)}' if of else ''}: {added}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweep.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_plan(rows)
             for i, step in enumerate(steps if args.ladder else []):
-                print(f"ladder step {i + 1}: {' '.join(o for o in step if o not in overrides)}")
+                print(_step_line(i, steps, overrides, of=False))
         else:
             print_rows(run_rows([r["run_dir"] for r in rows], {r["run_dir"]: r["fingerprint"] for r in rows}))
         return 0
@@ -60,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     steps = ladder_steps(overrides, plan(overrides))  # plan() checks every grid point too
     if on_slurm(overrides):
         for i, step in enumerate(steps):
-            print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}", flush=True)
+            print(_step_line(i, steps, overrides), flush=True)
         return launch_ladder_on_slurm(steps, analysis=not args.no_analysis)
     for i, step in enumerate(steps):
-        print(f"ladder step {i + 1} of {len(steps)}: {' '.join(o for o in step if o not in overrides)}", flush=True)
+        print(_step_line(i, steps, overrides), flush=True)
         code = launch(step, analysis=not args.no_analysis and i == len(steps) - 1)
         if code:  # a fine-tune needs its anchor: stop here; the rerun skips what is done
             return code

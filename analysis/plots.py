@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.tables import model_order  # noqa: E402
-from codec.models.registry import REGISTRY
+from codec.models.registry import REGISTRY  # noqa: E402
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from codec.records.record import read_record
 
 from analysis.anchors import anchors_for_set
 from analysis.plots import rd_plot, training_curves
@@ -21,7 +22,7 @@ def classical_curves(root: Path, subfolder: str = "") -> dict[str, pd.DataFrame]
     eval.sets in classical/, another set's in classical/<set>/ (subfolder)."""
     points: dict[str, list] = {}
     for path in sorted(Path(root).rglob(f"classical/{subfolder + '/' if subfolder else ''}*/results.json")):
-        r = json.loads(path.read_text())
+        r = read_record(path).summary()
         points.setdefault(r["model"].upper(), []).append({"bpp": r["bpp"], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"]})
     return {f"{codec} (same images)": pd.DataFrame(p).sort_values("bpp") for codec, p in points.items()}
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.wandb_offline import find_runs, read_run
 from codec.errors import LicSweepError
-from codec.records.layout import RunDir
+from codec.records.layout import RESULTS_FILE
 from codec.records.record import RunRecord, UnreadableRecord, read_record, sets_in_summary, summary_for_set
 
 COLUMNS = ["model", "lmbda", "N", "M", "rate", "bpp", "psnr", "ms_ssim", "bits", "num_pixels", "num_images",
@@ -88,7 +88,7 @@ def run_results(root: str | Path) -> Iterator[tuple[Path, RunRecord | Exception]
     anchors' left out; the record is the exception when a file cannot be read. The one walk over run
     records that every reader of run directories (tables, per-image statistics, ladder comparison) goes
     through."""
-    for path in sorted(p for p in Path(root).rglob(RunDir(".").results.name) if "classical" not in p.parts):
+    for path in sorted(p for p in Path(root).rglob(RESULTS_FILE) if "classical" not in p.parts):
         try:
             yield path, read_record(path)
         except UnreadableRecord as exc:

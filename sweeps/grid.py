@@ -30,7 +30,7 @@ def grid_overrides(overrides: list[str]) -> list[list[str]]:
         key = o.get_key_element()
         if o.is_sweep_override():
             if not o.is_discrete_sweep():
-                raise LicSweepError(f"{o.input_line}: range and interval sweeps are not supported; list the values")
+                raise LicSweepError(f"{o.input_line}: interval sweeps are not supported (Hydra's basic sweeper has none); list the values or use range()")
             axes[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
         else:
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
 from codec.records.layout import REPO
 
 NO_ANALYSIS = "hydra.callbacks.sweep_summary.analysis=false"
+FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def multirun_command(overrides: list[str], analysis: bool = True) -> list[str]:
@@ -23,8 +25,16 @@ def launch(overrides: list[str], analysis: bool = True) -> int:
 
     sys.stdout.flush()
     process = subprocess.Popen(multirun_command(overrides, analysis), preexec_fn=end_with_parent)
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            continue
+    # SIGTERM, SIGUSR1 and SIGUSR2 sent to this process go on to the multirun, whose jobs stop resumably
+    # (codec/training/stopping.py) as they did when the multirun ran in this process; this one waits.
+    forward = {s: signal.signal(s, lambda signum, _frame: process.send_signal(signum)) for s in FORWARDED}
+    try:
+        while True:
+            try:
+                code = process.wait()
+                return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+            except KeyboardInterrupt:
+                continue
+    finally:
+        for s, handler in forward.items():
+            signal.signal(s, handler)

@@ -3,7 +3,7 @@ steps and estimated hours (codec.runs.cost)."""
 
 from __future__ import annotations
 
-from codec.records.layout import REPO, SweepDir
+from codec.records.layout import REPO
 from entry import compose, run_config
 from sweeps.grid import grid_overrides
 
@@ -24,7 +24,7 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
         rows.append({"run": c.run_name, "model": c.model.name, "lmbda": c.lmbda, "rate": str(c.rate),
                      "N": c.model.N, "M": c.model.M, "scheduler": f"{c.scheduler.name} ({detail})",
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
-                     "run_dir": SweepDir(REPO / sweep_dir).run(c.run_name).path, "fingerprint": config_fingerprint(c),
+                     "run_dir": REPO / sweep_dir / str(cfg.hydra.sweep.subdir), "fingerprint": config_fingerprint(c),
                      "job": job, "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir,
                      "refine_anchor": c.ladder.refine_anchor, "sweep_name": c.sweep_name})
         if with_cost:  # steps and estimated hours from the measured throughput table (codec/runs/cost.py)

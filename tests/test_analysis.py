@@ -223,7 +223,7 @@ def test_bd_table_says_when_the_psnr_overlap_is_small():
                            "the narrower curve's bpp range (log scale): BD-PSNR not reliable, left out")
 
 
-# The quickstart's seed 1 (README): bpp and PSNR at lambdas 0.0009-0.0067 on the first 8 Kodak images.
+# The quickstart's seed 1 (docs/quickstart.md): bpp and PSNR at lambdas 0.0009-0.0067 on the first 8 Kodak images.
 QUICKSTART = {
     "factorized": [(0.301, 24.32), (0.355, 25.28), (0.435, 25.93), (0.525, 26.34)],
     "joint_autoregressive": [(0.156, 24.03), (0.223, 25.14), (0.298, 25.85), (0.372, 26.32)],

@@ -229,3 +229,37 @@ def test_ladder_groups_tiers_by_channels_and_applies_the_fine_tune_overrides():
     assert steps[0] == ["x=1", "sweep_name=s_anchors", "hydra.sweep.dir=/s_anchors", "lmbda=0.0932"]
     assert "lmbda=0.0018,0.0067,0.025,0.0932" in steps[1] and "hydra.sweep.dir=/s" in steps[1]
     assert steps[1][-1] == "init_from='/s_anchors/runs/${model.name}_lmbda0.0932/checkpoints/last.pth'"
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_sweep_py_reaches_its_multirun_and_the_rerun_resumes(tmp_path):
+    """sweep.py runs its multirun as a child process: SIGUSR1 sent to sweep.py alone (a user's `kill -USR1`,
+    Slurm's `--signal`) still stops the run after the step it is in, saving last.pth (as when the multirun
+    ran in sweep.py's own process), sweep.py exits with the summary's status, and the rerun resumes."""
+    import signal
+    import time
+
+    from codec.models.checkpoint import load_checkpoint
+    from tests.conftest import hold_env, wait_for_held
+
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "sweep.py", "--no-analysis", *tiny_overrides(tmp_path), "model=factorized",
+               "lmbda=0.0067", "trainer.max_steps=4", "trainer.steps_per_epoch=4", "hydra/launcher=basic",
+               f"hydra.sweep.dir={sweep_dir}"]
+    held = tmp_path / "held"
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(**hold_env(held, 2)))
+    try:
+        wait_for_held(held, 1, lambda: proc.poll() is None, "the run")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)  # sweep.py only, not its process group
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = sweep_dir / "runs" / "factorized_lmbda0.0067" / "checkpoints" / "last.pth"
+    assert proc.returncode == 1 and "stopped by signal SIGUSR1" in out, out[-3000:]
+    assert load_checkpoint(last)["step"] == 2 and "resumable" in out
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert rerun.returncode == 0 and "resuming from" in rerun.stdout + rerun.stderr, rerun.stdout[-3000:]
+    assert load_checkpoint(last)["step"] == 4

@@ -90,7 +90,7 @@ def split_files(fmt: str, root: str | Path, val_fraction: float, list_file: str 
 
 
 def read_item(item) -> np.ndarray:
-    """An 8-bit RGB image (H, W, 3) from an image file, or from a packed store (codec.prepare.PackedImage)."""
+    """An 8-bit RGB image (H, W, 3) from an image file, or from a packed store (codec.data.packed.PackedImage)."""
     return item.read() if hasattr(item, "read") else read_rgb(item)
 
 

@@ -43,10 +43,10 @@ class _Coding:
 
 @dataclass(frozen=True)
 class FactorizedCoding(_Coding):
-    """One string: the latent y under the fully factorized entropy bottleneck (y at 1/16 size: the model's downsampling_factor)."""
+    """One string: the latent y under the fully factorized entropy bottleneck (y at 1/16 size:
+    the model's downsampling_factor)."""
 
     strings: int = 1
-
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out, (y,) = _catching_outputs(model, x, "g_a")
@@ -64,7 +64,6 @@ class HyperpriorCoding(_Coding):
 
     means: bool = False
     strings: int = 2
-
 
     def _scales_means(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return tuple(params.chunk(2, 1)) if self.means else (params, None)
@@ -88,7 +87,6 @@ class SerialContextCoding(_Coding):
 
     strings: int = 2
 
-
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = fast_autoregressive.compress(model, x)
         return out["strings"], out["y_hat"]
@@ -103,7 +101,6 @@ class LatentCodecCoding(_Coding):
     strings, e.g. the checkerboard's anchors and non-anchors): three strings in all."""
 
     strings: int = 3
-
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = model.compress(x)

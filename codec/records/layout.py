@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = "outputs"
 RUNS = "runs"
 ANCHORS_SUFFIX = "_anchors"
+RESULTS_FILE = "results.json"  # a run record; its presence marks the run done
 
 
 def run_name(model: str, lmbda: float | str) -> str:
@@ -80,8 +81,8 @@ class RunDir:
         return self.checkpoints / "best.pth"
 
     @property
-    def results(self) -> Path:  # the run record (codec.records.record); its presence marks the run done
-        return self.path / "results.json"
+    def results(self) -> Path:  # the run record (codec.records.record)
+        return self.path / RESULTS_FILE
 
     @property
     def per_image(self) -> Path:

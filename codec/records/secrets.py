@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Keys that name a credential: never recorded in a W&B config, a checkpoint's config or a run record.
 _SECRET_WORDS = {"key", "apikey", "token", "authtoken", "password", "passwd", "secret", "credential", "credentials"}
 
 

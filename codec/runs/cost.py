@@ -21,7 +21,7 @@ import torch
 
 from codec.models.checkpoint import load_checkpoint
 from codec.records.files import write_json_atomic
-from codec.records.layout import REPO, RunDir
+from codec.records.layout import REPO, RESULTS_FILE, RunDir
 from codec.records.record import read_record
 
 THROUGHPUT_FILE = REPO / "benchmarks" / "throughput.json"
@@ -89,7 +89,7 @@ def record_runs(sweep_dir: Path, path: Path = THROUGHPUT_FILE) -> list[str]:
     """File the end-to-end training rate (steps x batch / train_seconds: with validation and checkpoints)
     of each model's longest finished run under sweep_dir as this machine's rate."""
     best: dict[str, tuple[int, dict]] = {}
-    for results_file in sorted(sweep_dir.rglob(RunDir(".").results.name)):
+    for results_file in sorted(sweep_dir.rglob(RESULTS_FILE)):
         run, kept = RunDir(results_file.parent), read_record(results_file)
         t, who = kept.training, kept.identity
         # a resumed run's seconds cover only what it trained itself

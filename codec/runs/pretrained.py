@@ -37,7 +37,7 @@ def base_checkpoint(source: Path, command: str) -> dict:
         raise LicSweepError(f"{source} is not a checkpoint written by run.py (no model_meta)")
     run = RunDir(source.parent.parent)
     head = read_record(run.results).headline if run.results.is_file() else None
-    results = {"set": head.name, **{k: head[k] for k in ("bpp", "psnr", "ms_ssim", "num_images")}} if head else {}
+    results = {"set": head.name, **{k: head.means[k] for k in ("bpp", "psnr", "ms_ssim", "num_images") if k in head.means}} if head else {}
     overrides_file = run.overrides  # how Hydra ran the job
     trained_with = ("python run.py " + " ".join(line[2:].strip() for line in overrides_file.read_text().splitlines()
                                                 if line.startswith("- "))) if overrides_file.is_file() else None

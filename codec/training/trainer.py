@@ -27,8 +27,8 @@ from codec.training.loss import RateDistortionLoss
 from codec.training.precision import autocast_transforms, compile_transforms, grad_scaler
 from codec.training.schedulers import make_scheduler
 from codec.training.stopping import StopSignals
-from codec.training.state import fine_tune_weights
-from codec.training.state import TrainState, restore_rng_state, train_state_of, training_checkpoint
+from codec.training.state import (TrainState, fine_tune_weights, restore_rng_state, train_state_of,
+                                  training_checkpoint)
 
 
 class NonFiniteLoss(LicSweepError):
