@@ -158,6 +158,9 @@ class TrainerConfig:
     # minute to compile and then steps within noise of eager; benchmarks/README.md). Validation and
     # evaluation run the transforms eagerly, so the bitstreams do not depend on it.
     compile: bool = False
+    # Your own training-loop callbacks, by import path ("package.module:Class", a subclass of
+    # codec.training.callbacks.Callback built with no arguments), after the logging and checkpoint ones.
+    callbacks: list[str] = field(default_factory=list)
 
 
 @dataclass

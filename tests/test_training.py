@@ -13,7 +13,7 @@ from codec.models.checkpoint import load_checkpoint
 from codec.errors import LicSweepError
 from codec.runs.job import train_and_evaluate
 from codec.models.registry import REGISTRY
-from codec.training.callbacks import CheckpointPolicy
+from codec.training.callbacks import Callback, CheckpointPolicy
 from codec.training.trainer import NonFiniteLoss, build_trainer
 from codec.runs.tracking import Tracker
 from tests.conftest import REPO, config_for, hold_env, subprocess_env, tiny_overrides, wait_for_held
@@ -249,3 +249,27 @@ def test_init_from_a_run_that_did_not_finish_is_refused(tmp_path):
     outside = tmp_path / "base.pth"
     outside.write_bytes(path.read_bytes())
     build_trainer(config_for(tiny_overrides(tmp_path, "model=factorized", f"init_from={outside}")), tmp_path / "t2")
+
+
+class StepLog(Callback):
+    """A user's own callback, named in the config (trainer.callbacks)."""
+    steps: list[int] = []
+
+    def on_step_end(self, trainer, metrics):
+        StepLog.steps.append(trainer.state.step)
+
+
+def test_callbacks_named_in_the_config_join_the_loop_and_a_wrong_one_stops_before_any_work(tmp_path):
+    import importlib
+
+    module = importlib.import_module("tests.test_training")  # the copy the config's import path loads
+    module.StepLog.steps.clear()
+    run_dir = tmp_path / "run"
+    train_and_evaluate(config_for(tiny_overrides(tmp_path, "trainer.callbacks=['tests.test_training:StepLog']")),
+                       run_dir)
+    assert module.StepLog.steps == [1, 2]
+    for wrong in ("tests.test_training:Nope", "tests.test_training:tiny_overrides", "no_such_package:X", "StepLog"):
+        with pytest.raises(LicSweepError, match=f"trainer.callbacks: .*{wrong}"):
+            train_and_evaluate(config_for(tiny_overrides(tmp_path, f"trainer.callbacks=['{wrong}']")),
+                               tmp_path / "wrong")
+        assert not (tmp_path / "wrong" / "checkpoints").exists()

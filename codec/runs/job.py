@@ -19,7 +19,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     from codec.evaluation.evaluate import evaluate_sets
     from codec.records.status import finished_record
     from codec.runs.tracking import Tracker
-    from codec.training.callbacks import CheckpointPolicy, TrackerLogging
+    from codec.training.callbacks import CheckpointPolicy, TrackerLogging, callbacks_from_config
     from codec.training.trainer import build_trainer
 
     run = RunDir(run_dir)
@@ -28,6 +28,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     if done is not None:
         print(f"{config.run_name}: already finished in {run.path}, skipped")
         return done.summary() | {"skipped_as_done": True}
+    own = callbacks_from_config(config.trainer.callbacks)  # a wrong one stops here, before any work
     start = time.monotonic()
     trainer = build_trainer(config, run.path)
     first_step = trainer.state.step  # > 0 when resumed: train_seconds covers only the steps from here
@@ -37,7 +38,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     trainer.state.wandb_run_id = tracker.run_id
     exit_code = 1
     try:
-        result = trainer.fit([TrackerLogging(tracker), CheckpointPolicy(), *callbacks])
+        result = trainer.fit([TrackerLogging(tracker), CheckpointPolicy(), *own, *callbacks])
         training = Training(result.steps, result.epochs, result.best_loss, len(result.skipped_files),
                             result.stopped_by, round(time.monotonic() - start, 1), result.steps - first_step,
                             list(result.skipped_files))

@@ -18,6 +18,27 @@ class Callback:
         """After validation and the scheduler step; trainer.state.epoch counts the finished epoch."""
 
 
+def callbacks_from_config(paths: list[str]) -> list[Callback]:
+    """trainer.callbacks: each "package.module:Class" imported and built; a wrong entry stops the run
+    before any work, naming it."""
+    import importlib
+
+    from codec.errors import ConfigError
+
+    built = []
+    for path in paths:
+        module, _, name = str(path).partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), name) if module and name else None
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"trainer.callbacks: cannot import {path!r} ({type(exc).__name__}: {exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Callback)):
+            raise ConfigError(f"trainer.callbacks: {path!r} is not \"package.module:Class\" naming a subclass of "
+                              "codec.training.callbacks.Callback")
+        built.append(cls())
+    return built
+
+
 class TrackerLogging(Callback):
     """Train metrics every trainer.log_every_steps, validation metrics and reconstructions every epoch."""
 
