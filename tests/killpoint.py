@@ -56,20 +56,16 @@ def install(point: str) -> None:
     if kind == "validation":  # in the validation at the end of epoch E (E - 1 epochs are counted), after a batch
         from codec.training.trainer import Trainer
 
-        criterion = None
-
         def validate_and_die(trainer):
-            nonlocal criterion
-            if trainer.state.epoch != int(arg) - 1:
-                return validate(trainer)
-            criterion = trainer.criterion
+            if trainer.state.epoch == int(arg) - 1:
+                criterion = trainer.criterion
 
-            def loss_then_die(*args, **kwargs):  # only validation calls it here: training waits for it
-                out = criterion(*args, **kwargs)
-                kill()
-                return out
+                def loss_then_die(*args, **kwargs):  # only validation calls it now: training waits for it
+                    out = criterion(*args, **kwargs)
+                    kill()
+                    return out
 
-            trainer.criterion = loss_then_die
+                trainer.criterion = loss_then_die
             return validate(trainer)
 
         validate = Trainer.validate

@@ -111,6 +111,11 @@ def set_folder(name_or_path: str, root: str | Path | None = None) -> Path:
                         "nor an existing folder")
 
 
+def resolved_sets(entries: list[str], root: str | Path | None = None) -> dict[str, Path]:
+    """{name: image folder} of eval.sets' entries, in their order (the first is the headline)."""
+    return {set_name(entry): set_folder(entry, root) for entry in entries}
+
+
 def set_name(name_or_path: str) -> str:
     """The name results are kept under: the manifest's name, or the folder's own name."""
     return name_or_path if name_or_path in manifests() else Path(name_or_path).name

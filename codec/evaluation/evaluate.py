@@ -204,13 +204,13 @@ def evaluate_sets(e, model, run: RunDir, log_table=None) -> tuple[dict[str, SetR
     headline); returns each set's results and the device the entropy coder ran on. The one evaluation
     path, after training and for `task=eval`: the transforms run where the model is, the entropy coder on
     the CPU unless eval.entropy_coder_device=same. `log_table(key, rows)` receives each set's per-image rows."""
-    from codec.data.test_sets import set_folder, set_name
+    from codec.data.test_sets import resolved_sets
 
     device = torch.device("cpu") if e.entropy_coder_device == CoderDevice.cpu else next(model.parameters()).device
-    names = [set_name(entry) for entry in e.sets]
+    folders = resolved_sets(e.sets, e.sets_root)
+    names = list(folders)
     sets: dict[str, SetResult] = {}
-    for name, entry in zip(names, e.sets):
-        folder = set_folder(entry, e.sets_root)
+    for name, folder in folders.items():
         per_image, skipped = evaluate_model(model, folder, device, e.max_images, run.set_outputs(name, names),
                                             e.save_bitstreams, e.save_reconstructions)
         s = sets[name] = SetResult(name, str(folder), per_image, skipped)

@@ -39,7 +39,8 @@ def mark_running(run_dir: Path) -> None:
     """Claim the run directory; a live job already in it (another sweep, same run) is an error."""
     if not _is_rank_zero():
         return
-    marker = RunDir(run_dir).running
+    run = RunDir(run_dir)
+    marker = run.running
     if marker.is_file():
         try:
             other = json.loads(marker.read_text())
@@ -53,7 +54,7 @@ def mark_running(run_dir: Path) -> None:
                   "longer running (killed?); resuming from its last checkpoint")
     write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                        "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, marker)
-    RunDir(run_dir).failed.unlink(missing_ok=True)
+    run.failed.unlink(missing_ok=True)
 
 
 def clear_running(run_dir: Path) -> None:
@@ -64,10 +65,11 @@ def clear_running(run_dir: Path) -> None:
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
     if not _is_rank_zero():
         return
+    run = RunDir(run_dir)
     try:
         write_json_atomic({"error": f"{type(exc).__name__}: {exc}",
                            "traceback": "".join(traceback.format_exception(exc))[-5000:],
-                           "log": str(RunDir(run_dir).run_log), "time": time.time()}, RunDir(run_dir).failed)
+                           "log": str(run.run_log), "time": time.time()}, run.failed)
     except LicSweepError as record_error:  # e.g. the disk that made the run fail is still full
         print(f"warning: the failure could not be recorded: {record_error}", file=sys.stderr)
     clear_running(run_dir)

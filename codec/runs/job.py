@@ -72,40 +72,40 @@ def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     tracker = Tracker(config, run_dir, None, extra_config={"checkpoint": str(config.checkpoint),
                                                            "model": identity.model, "lmbda": identity.lmbda})
     try:
-        sets, device = evaluate_sets(config.eval, model, RunDir(run_dir), tracker.table)
+        run = RunDir(run_dir)
+        sets, device = evaluate_sets(config.eval, model, run, tracker.table)
         record = RunRecord(Identity(identity.model, identity.lmbda, identity.N, identity.M,
                                     checkpoint=str(config.checkpoint)), sets,
                            provenance=Provenance(wandb_run_id=tracker.run_id, coding_device=str(device)))
-        record.write(RunDir(run_dir))
-        tracker.summary(record.summary())
-        return record.summary()
+        record.write(run)
+        summary = record.summary()
+        tracker.summary(summary)
+        return summary
     finally:
         tracker.finish()
 
 
 def classical_anchors(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     """`python run.py task=classical`: JPEG and WebP at each quality on each test set, one record per point."""
-    from codec.data.test_sets import set_folder, set_name
+    from codec.data.test_sets import resolved_sets
     from codec.evaluation.classical import evaluate_classical_anchors
 
     e, run, points = config.eval, RunDir(run_dir), []
-    names = [set_name(entry) for entry in e.sets]
-    for name, entry in zip(names, e.sets):
-        points += evaluate_classical_anchors(e.classical_codecs, e.classical_qualities, set_folder(entry, e.sets_root),
-                                            run.classical(name, names), e.max_images, name)
+    folders = resolved_sets(e.sets, e.sets_root)
+    for name, folder in folders.items():
+        points += evaluate_classical_anchors(e.classical_codecs, e.classical_qualities, folder,
+                                            run.classical(name, list(folders)), e.max_images, name)
     print(f"done: {len(points)} classical anchor points in {run.classical()}")
     return {"classical": points}
 
 
 def _card(config: RunConfig, trainer, run: RunDir) -> dict[str, Any]:
     """The run's reproducibility card (codec.runs.provenance): code, packages, device, data manifests."""
-    from codec.data.test_sets import set_folder, set_name
+    from codec.data.test_sets import resolved_sets
     from codec.evaluation.evaluate import list_eval_images
     from codec.runs.provenance import reproducibility_card
 
-    test_sets = {}
-    for entry in config.eval.sets:
-        folder = set_folder(entry, config.eval.sets_root)
-        test_sets[set_name(entry)] = (list_eval_images(folder, config.eval.max_images)[0], folder)
+    test_sets = {name: (list_eval_images(folder, config.eval.max_images)[0], folder)
+                 for name, folder in resolved_sets(config.eval.sets, config.eval.sets_root).items()}
     train_files = [*trainer.train_set.files, *trainer.val_set.files]
     return reproducibility_card(run, train_files, config.data.root, test_sets, trainer.device)
