@@ -17,6 +17,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    group: bool = False  # in a torch.distributed process group (DDP), even of one process
 
     @property
     def is_main(self) -> bool:
@@ -42,17 +43,24 @@ def export_slurm_distributed() -> bool:
 
 def init_distributed(device_setting: str) -> Distributed:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK, or Slurm's tasks do (export_slurm_distributed); NCCL on
-    CUDA, gloo on CPU."""
+    CUDA, gloo on CPU. Under torchrun even one process joins a process group (`torchrun --nproc_per_node=1`
+    runs the DDP code path on a one-GPU machine)."""
     export_slurm_distributed()
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Distributed()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device_setting != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
-    ddp = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    ddp = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), group=True)
     print(f"DDP: {ddp.world_size} processes ({dist.get_backend()}), rank {ddp.rank} of {ddp.world_size}", flush=True)
     return ddp
+
+
+def leave_distributed(ddp: Distributed) -> None:
+    """The end of a DDP job: leave the process group (NCCL warns at exit about one never destroyed)."""
+    if ddp.group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def pick_device(setting: str, ddp: Distributed) -> torch.device:
@@ -61,6 +69,6 @@ def pick_device(setting: str, ddp: Distributed) -> torch.device:
     if setting.startswith("cuda"):
         if not torch.cuda.is_available():
             raise LicSweepError(f"device={setting} but CUDA is not available; use device=cpu or device=auto")
-        if ddp.world_size > 1:
+        if ddp.group:
             return torch.device("cuda", ddp.local_rank)
     return torch.device(setting)

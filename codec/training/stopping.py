@@ -40,12 +40,12 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.received).name
 
-    def agreed(self, world_size: int, device: torch.device) -> int | None:
+    def agreed(self, in_group: bool, device: torch.device) -> int | None:
         """The stop signal, the same on every rank: under DDP a signal that reached any rank stops all of
         them after the same step (one all-reduce of a number per step), so rank 0 saves last.pth while
         the others wait with it instead of hanging in the next step's collective, or dying mid-step and
         cutting rank 0's connection (which a `scontrol requeue` of a 2-task job did)."""
-        if world_size > 1:
+        if in_group:
             flag = torch.tensor([self.received or 0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             self.received = int(flag.item()) or None

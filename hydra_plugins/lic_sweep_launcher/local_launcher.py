@@ -34,6 +34,10 @@ from hydra_plugins.lic_sweep_launcher.slots import SlotPool, make_slots
 log = logging.getLogger(__name__)
 
 
+TORCHRUN_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_NAME",
+                "ROLE_WORLD_SIZE", "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+
+
 @dataclass
 class LocalGpuLauncherConf:
     _target_: str = "hydra_plugins.lic_sweep_launcher.local_launcher.LocalGpuLauncher"
@@ -89,7 +93,9 @@ class LocalGpuLauncher(Launcher):
         queue = list(enumerate(job_overrides, start=initial_job_idx))
         running: Dict[int, Tuple[subprocess.Popen, Any, Path, float, Any]] = {}
         returns: Dict[int, JobReturn] = {}
-        base_env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+        # each job is a run of its own: not in this process's W&B service, nor in a torchrun group it was started in
+        base_env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE" and k not in TORCHRUN_ENV
+                    and not k.startswith("TORCHELASTIC_")}
         while queue or running:
             while queue and (slot := pool.acquire()) is not None:
                 idx, overrides = queue.pop(0)
