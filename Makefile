@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # carry xdist_group("slurm") and run one after another in one of them.
 PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
 
-.PHONY: run test test-exhaustive test-fast venv complexity bench clean mini pretrained
+.PHONY: run test test-exhaustive test-fast venv complexity bench clean mini pretrained gpu-check gpu-wheels
 
 # pip quiet: no "Collecting ..." or progress lines, only its warnings and errors; its whole output goes to
 # $(VENV)/pip.log (a conflict's explanation, for one, is not an error line). A failed install prints pip's
@@ -54,6 +54,17 @@ complexity: venv
 # own loop where there is one; prints the tables of benchmarks/README.md (about 15 minutes on 2 cores).
 bench: venv
 	$(PY) benchmarks/run_all.py $(ARGS)
+
+# The GPU check (benchmarks/gpu_check.py: throughput vs CompressAI's loop, MFU, data feeding, CUDA
+# correctness and cross-device bitstreams, launch paths, fp32/bf16 RD): about six minutes on one GPU, figures
+# in benchmarks/gpu/. `make gpu-check DEVICE=cpu QUICK=1` is its CPU smoke run (the test suite runs it).
+# On a GPU machine without a package registry and without .venv it runs the machine's python3 with the
+# wheels `make gpu-wheels` put in .whl/ (carry that folder along).
+gpu-check:
+	DEVICE=$(DEVICE) QUICK=$(QUICK) OUT=$(OUT) ARGS="$(ARGS)" bash benchmarks/gpu_check.sh
+
+gpu-wheels: venv
+	$(PY) benchmarks/gpu_wheels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -43,31 +43,41 @@ def optimizers(model, lr: float, aux_lr: float):
     return main_opt, aux_opt
 
 
-def train_steps(model, dataset, steps: int, batch_size: int, lmbda: float, lr: float, aux_lr: float,
-                clip_max_norm: float, num_workers: int, device: torch.device) -> int:
-    """examples/train.py's train_one_epoch for `steps` batches (epochs repeat); returns images seen."""
+def peer_step(model, lmbda: float, lr: float, aux_lr: float, clip_max_norm: float):
+    """examples/train.py's train_one_epoch body, as a function of one batch already on the device."""
     from compressai.losses import RateDistortionLoss
 
     criterion = RateDistortionLoss(lmbda=lmbda)
     optimizer, aux_optimizer = optimizers(model, lr, aux_lr)
     model.train()
+
+    def step(d: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        aux_optimizer.zero_grad()
+        out_net = model(d)
+        out_criterion = criterion(out_net, d)
+        out_criterion["loss"].backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+        return out_criterion["loss"]
+
+    return step
+
+
+def train_steps(model, dataset, steps: int, batch_size: int, lmbda: float, lr: float, aux_lr: float,
+                clip_max_norm: float, num_workers: int, device: torch.device) -> int:
+    """examples/train.py's train_one_epoch for `steps` batches (epochs repeat); returns images seen."""
+    step = peer_step(model, lmbda, lr, aux_lr, clip_max_norm)
     done = 0
     while done < steps:
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=True,
                             pin_memory=device.type == "cuda")
         for d in loader:
-            d = d.to(device)
-            optimizer.zero_grad()
-            aux_optimizer.zero_grad()
-            out_net = model(d)
-            out_criterion = criterion(out_net, d)
-            out_criterion["loss"].backward()
-            if clip_max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
-            optimizer.step()
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
-            aux_optimizer.step()
+            step(d.to(device))
             done += 1
             if done == steps:
                 break
