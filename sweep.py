@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = plan(overrides, with_cost=args.dry_run)
         if args.ladder:  # each run as its ladder step composes it (fine-tunes: init_from, ladder.finetune)
             steps = ladder_steps(overrides, rows)
-            rows = [row for step in steps for row in plan(step, with_cost=args.dry_run)]
+            rows = [row | {"step": i} for i, step in enumerate(steps) for row in plan(step, with_cost=args.dry_run)]
         if args.dry_run:
             print_plan(rows)
             for i, step in enumerate(steps if args.ladder else []):

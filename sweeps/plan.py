@@ -3,6 +3,8 @@ steps and estimated hours (codec.runs.cost)."""
 
 from __future__ import annotations
 
+import os
+
 from codec.records.layout import REPO
 from entry import compose, run_config
 from sweeps.grid import grid_overrides
@@ -11,11 +13,11 @@ from sweeps.grid import grid_overrides
 def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
     """Each job's config (composed once and validated), run directory and config fingerprint, for
     --dry-run, status and the ladder."""
-    from codec.runs.cost import load_table, run_cost, training_images
+    from codec.runs.cost import data_sizes, evaluation_megapixels, load_table, run_cost
     from codec.schema import config_fingerprint
     from codec.training.schedulers import scheduler_settings
 
-    rows, images, table = [], {}, load_table() if with_cost else {}
+    rows, images, pixels, table = [], {}, {}, load_table() if with_cost else {}
     for job in grid_overrides(overrides):
         cfg = compose(job, with_hydra=True)
         sweep_dir = str(cfg.hydra.sweep.dir)  # as ${hydra:sweep.dir} gives it to the jobs
@@ -26,16 +28,39 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
                      "epochs": c.trainer.epochs, "max_steps": c.trainer.max_steps, "experiment": c.experiment_name,
                      "run_dir": REPO / sweep_dir / str(cfg.hydra.sweep.subdir), "fingerprint": config_fingerprint(c),
                      "job": job, "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir,
-                     "refine_anchor": c.ladder.refine_anchor, "sweep_name": c.sweep_name})
+                     "refine_anchor": c.ladder.refine_anchor, "sweep_name": c.sweep_name,
+                     "slots": launcher_slots(cfg.hydra.launcher, c.device)})
         if with_cost:  # steps and estimated hours from the measured throughput table (codec/runs/cost.py)
             key = (c.data.format, c.data.root, c.data.list_file, c.data.val_fraction)
             if key not in images:
-                images[key] = training_images(c)
-            rows[-1].update(run_cost(c, table, images[key]))
+                images[key] = data_sizes(c)
+            sets = (tuple(c.eval.sets), c.eval.sets_root, c.eval.max_images)
+            if sets not in pixels:
+                pixels[sets] = evaluation_megapixels(c)
+            train_images, val_images = images[key]
+            rows[-1].update(run_cost(c, table, train_images, pixels[sets], val_images))
     return rows
 
 
-PLAN_ONLY = ["run_dir", "fingerprint", "job", "finetune", "sweep_dir", "refine_anchor", "sweep_name"]
+def launcher_slots(launcher, device: str) -> tuple[int | None, str]:
+    """How many of a multirun's jobs run at once, and the launcher's words for it (None: all at once)."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("LocalGpuLauncher"):
+        import torch
+
+        if device != "cpu" and torch.cuda.is_available():
+            gpus = len(launcher.gpus) if launcher.get("gpus") else torch.cuda.device_count()
+            return gpus * launcher.jobs_per_gpu, f"local launcher, {gpus} GPU(s) x {launcher.jobs_per_gpu} job(s)"
+        jobs = launcher.get("cpu_jobs") or os.cpu_count() or 1
+        return jobs, f"local launcher, {jobs} CPU job(s) at once"
+    if "submitit" in target.lower():
+        parallel = launcher.get("array_parallelism")
+        return parallel, f"Slurm, {parallel or 'every'} job(s) at once as the cluster allows"
+    return 1, "one job at a time (Hydra's basic launcher)"
+
+
+PLAN_ONLY = ["run_dir", "fingerprint", "job", "finetune", "sweep_dir", "refine_anchor", "sweep_name", "slots", "step",
+             "figures"]
 
 
 def print_plan(rows: list[dict]) -> None:
@@ -43,7 +68,7 @@ def print_plan(rows: list[dict]) -> None:
 
     from codec.runs.cost import THROUGHPUT_FILE, device_key
 
-    frame = pd.DataFrame(rows).drop(columns=PLAN_ONLY)
+    frame = pd.DataFrame(rows).drop(columns=[c for c in PLAN_ONLY if c in rows[0]] if rows else [])
     if "est. hours" in frame:
         frame["est. hours"] = frame["est. hours"].map(lambda h: "?" if h is None or h != h else f"{h:.2f}")
         for column in ("steps/epoch", "total steps"):
@@ -55,8 +80,30 @@ def print_plan(rows: list[dict]) -> None:
             print("steps unknown where the training data is not there (data.root) and trainer.steps_per_epoch is unset")
         known = [float(h) for h in frame["est. hours"] if h != "?"]
         if known:
-            print(f"estimated total: {sum(known):.1f} hours on {device_key()} (from "
-                  f"{THROUGHPUT_FILE.relative_to(REPO)}; scaled by MACs per pixel and crop size, not timed)")
+            from codec.runs.cost import sweep_wall_hours
+
+            slots, how = rows[0]["slots"]
+            wall = sweep_wall_hours(rows, slots)
+            print(f"estimated: {sum(known):.2f} job-hours in all" + (f"; {_clock(wall)} wall, {how}" if wall else "")
+                  + f" on {device_key()}")
+            figures = [r["figures"] for r in rows if r.get("figures")]
+            for source in sorted({f["source"] for f in figures}):
+                print(f"  figures from {source}")
+            if all("start_seconds" in f for f in figures):
+                print("  each job: training steps at the measured rate (carried by MACs per pixel and crop size), "
+                      "plus its measured start-up, validations and evaluation")
+            else:
+                print("  training steps only, at the measured rate carried by MACs per pixel and crop size: a job's "
+                      "start-up, validation and evaluation are not in it until a sweep on this machine has measured them")
+            at_once = {f["jobs_at_once"] for f in figures if f.get("jobs_at_once")}
+            if slots and at_once and at_once != {slots}:
+                print(f"  note: measured with {'/'.join(map(str, sorted(at_once)))} jobs at once, planned with {slots}: "
+                      "each job's speed differs")
         else:
-            print(f"no measured throughput for {device_key()} in {THROUGHPUT_FILE.relative_to(REPO)}: run `make bench` "
-                  "(or `python -m codec.cost record SWEEP_DIR` after a sweep) on this machine for hour estimates")
+            print(f"no measured throughput for {device_key()} in {THROUGHPUT_FILE.relative_to(REPO)} or "
+                  "outputs/throughput.json: any sweep on this machine files its figures at its end (or run `make bench`,"
+                  " or `make gpu-check` on a GPU) for hour estimates")
+
+
+def _clock(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 2 else f"{hours * 60:.0f} min"

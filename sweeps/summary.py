@@ -66,6 +66,18 @@ def finish_sweep(sweep_dir: Path, rows: list[dict], analysis: bool = True) -> in
     return 1 if unfinished else 0
 
 
+def file_this_machines_figures(sweep_dir: Path) -> None:
+    """The finished runs' figures (rate, start-up, validation, evaluation) as this machine's, for the next dry
+    run's estimate (codec.runs.cost.LOCAL_FILE). Never fails the sweep."""
+    from codec.runs.cost import LOCAL_FILE, record_runs
+
+    try:
+        if record_runs(sweep_dir, LOCAL_FILE):
+            print(f"this machine's figures for sweep.py --dry-run: {LOCAL_FILE}")
+    except Exception as exc:  # noqa: BLE001 - an estimate's input must not turn a finished sweep into a failed one
+        print(f"note: could not file this sweep's figures in {LOCAL_FILE}: {exc}")
+
+
 class SweepSummary(Callback):
     def __init__(self, analysis: bool = True) -> None:
         self.analysis = analysis
@@ -75,5 +87,6 @@ class SweepSummary(Callback):
         runs = [run.path for run in SweepDir(sweep_dir).run_dirs()]
         print(f"\nsweep {sweep_dir.name}:")
         code = finish_sweep(sweep_dir, run_rows(runs), self.analysis)
+        file_this_machines_figures(sweep_dir)
         if code:
             sys.exit(code)

@@ -1,4 +1,5 @@
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,10 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+# The sweeps the tests run file their figures for the dry run's estimate here, not in this machine's own
+# outputs/throughput.json (codec.runs.cost.LOCAL_FILE); set before codec.runs.cost is imported.
+os.environ.setdefault("LIC_SWEEP_LOCAL_THROUGHPUT",
+                      str(Path(tempfile.mkdtemp(prefix="lic-sweep-throughput-")) / "throughput.json"))
 KODAK = REPO / "data" / "kodak"
 VIMEO = REPO / "data" / "vimeo-sample"
 

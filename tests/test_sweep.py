@@ -14,12 +14,13 @@ from sweeps.plan import plan
 from tests.conftest import REPO, subprocess_env, tiny_overrides
 
 
-def _sweep(tmp_path, *args, timeout=600, last=()):
+def _sweep(tmp_path, *args, timeout=600, last=(), env=None):
     """sweep.py ARGS with the tests' tiny settings; `last`: overrides that win over those."""
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("trainer.max_steps", "trainer.steps_per"))]
     cmd = [sys.executable, "sweep.py", *args, *overrides, "trainer.max_steps=3", "trainer.steps_per_epoch=3",
            "eval.max_images=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", *last]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env() | (env or {}))
 
 
 def _results(tmp_path):
@@ -104,7 +105,8 @@ def test_an_invalid_grid_point_fails_before_any_work(tmp_path):
 
 
 def test_local_launcher_runs_jobs_side_by_side_on_cpu(tmp_path):
-    out = _sweep(tmp_path, *GRID, "hydra/launcher=local", "hydra.launcher.cpu_jobs=2", "--no-analysis")
+    figures = {"LIC_SWEEP_LOCAL_THROUGHPUT": str(tmp_path / "throughput.json")}
+    out = _sweep(tmp_path, *GRID, "hydra/launcher=local", "hydra.launcher.cpu_jobs=2", "--no-analysis", env=figures)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert set(_results(tmp_path)) == RUNS
     schedule = [json.loads(l) for l in (tmp_path / "sweep" / "launcher_schedule.jsonl").read_text().splitlines()]
@@ -112,6 +114,17 @@ def test_local_launcher_runs_jobs_side_by_side_on_cpu(tmp_path):
     _assert_no_slot_shared(schedule)
     overlap = any(a["start"] < b["end"] and b["start"] < a["end"] for a in schedule for b in schedule if a is not b)
     assert overlap  # two jobs did run at once
+    # the sweep's end filed this machine's figures (two jobs at once), and the dry run estimates from them
+    from codec.runs.cost import device_key
+
+    filed = json.loads((tmp_path / "throughput.json").read_text())[device_key("cpu")]
+    assert set(filed) == {"factorized", "hyperprior"}
+    assert all(e["jobs_at_once"] == 2 and 0 < e["start_seconds"] < 120 and e["eval_seconds_per_megapixel"] > 0
+               and e["val_seconds_per_image"] > 0 for e in filed.values())
+    dry = _sweep(tmp_path, "--dry-run", *GRID, "hydra/launcher=local", "hydra.launcher.cpu_jobs=2", env=figures)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert f"figures from runs in {tmp_path / 'sweep'}" in dry.stdout
+    assert "wall, local launcher, 2 CPU job(s) at once" in dry.stdout and "plus its measured start-up" in dry.stdout
 
 
 def _assert_no_slot_shared(schedule):

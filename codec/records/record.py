@@ -128,6 +128,16 @@ class Training:
     train_seconds: float | None = None
     steps_this_process: int | None = None
     skipped_file_names: list[str] = field(default_factory=list)
+    # Where this process's time went, for the cost estimate (codec/runs/cost.py; None in older files): in
+    # training steps (data loading included), in `validations` validations of `val_images` images in all, in
+    # the evaluation, and the whole job from its process's start (interpreter, imports, data, W&B and
+    # checkpoints included).
+    step_seconds: float | None = None
+    val_seconds: float | None = None
+    validations: int | None = None
+    val_images: int | None = None
+    eval_seconds: float | None = None
+    job_seconds: float | None = None
 
     def flat(self) -> dict[str, Any]:
         values = asdict(self)
@@ -143,6 +153,7 @@ class Provenance:
     git_dirty: bool | None = None
     wandb_run_id: str | None = None
     coding_device: str | None = None
+    train_device: str | None = None  # the training device's name, as codec.runs.cost files rates under it
 
 
 @dataclass

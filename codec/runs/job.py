@@ -18,8 +18,10 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     finished with the same config is not trained again. `callbacks` join the training loop's own."""
     from codec.evaluation.evaluate import evaluate_sets
     from codec.records.status import finished_record
+    from codec.runs.cost import device_key
     from codec.runs.tracking import Tracker
     from codec.training.callbacks import CheckpointPolicy, TrackerLogging, callbacks_from_config
+    from codec.training.distributed import leave_distributed
     from codec.training.trainer import build_trainer
 
     run = RunDir(run_dir)
@@ -27,6 +29,7 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
     done = finished_record(run, fingerprint)
     if done is not None:
         print(f"{config.run_name}: already finished in {run.path}, skipped")
+        _job_clock.job_ended()
         return done.summary() | {"skipped_as_done": True}
     own = callbacks_from_config(config.trainer.callbacks)  # a wrong one stops here, before any work
     start = time.monotonic()
@@ -41,15 +44,19 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         result = trainer.fit([TrackerLogging(tracker), CheckpointPolicy(), *own, *callbacks])
         training = Training(result.steps, result.epochs, result.best_loss, len(result.skipped_files),
                             result.stopped_by, round(time.monotonic() - start, 1), result.steps - first_step,
-                            list(result.skipped_files))
+                            list(result.skipped_files), round(result.step_seconds, 2), round(result.val_seconds, 2),
+                            result.validations, result.val_images)
         summary = training.flat()
         if trainer.ddp.is_main and result.stopped_by.startswith("signal"):
             print(f"stopped by {result.stopped_by}: last.pth saved, rerun the same command to resume")
         elif trainer.ddp.is_main:
+            evaluation_start = time.monotonic()
             sets, device = evaluate_sets(config.eval, trainer.model, run, tracker.table)
+            training.eval_seconds = round(time.monotonic() - evaluation_start, 2)
+            training.job_seconds = round(_job_clock.seconds(), 1)
             record = RunRecord(Identity.of_config(config), sets, training,
                                Provenance(fingerprint, card.get("git_commit"), card.get("git_dirty"), tracker.run_id,
-                                          str(device)))
+                                          str(device), device_key(str(trainer.device))))
             record.write(run)
             summary = record.summary()
         tracker.summary(summary)
@@ -57,6 +64,8 @@ def train_and_evaluate(config: RunConfig, run_dir: str | Path, callbacks: list =
         return summary
     finally:
         tracker.finish(exit_code)
+        _job_clock.job_ended()
+        leave_distributed(trainer.ddp)
 
 
 def evaluate_checkpoint(config: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -97,6 +106,26 @@ def classical_anchors(config: RunConfig, run_dir: Path) -> dict[str, Any]:
                                             run.classical(name, list(folders)), e.max_images, name)
     print(f"done: {len(points)} classical anchor points in {run.classical()}")
     return {"classical": points}
+
+
+class _JobClock:
+    """Seconds since this job began: since its process started (interpreter and imports included) for the
+    first job of a process, since the previous job ended for the next ones (Hydra's basic launcher runs a
+    multirun's jobs one after another in one process)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.began = psutil.Process().create_time()
+
+    def seconds(self) -> float:
+        return time.time() - self.began
+
+    def job_ended(self) -> None:
+        self.began = time.time()
+
+
+_job_clock = _JobClock()
 
 
 def _card(config: RunConfig, trainer, run: RunDir) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,13 @@ class TrainResult:
     last: dict[str, float]
     skipped_files: list[str] = field(default_factory=list)
     stopped_by: str = "epochs"
+    # where this process's time went (the cost estimate's calibration, codec/runs/cost.py): seconds in training
+    # steps (data loading included, callbacks not), in validation, how many validations ran and of how many
+    # images in all
+    step_seconds: float = 0.0
+    val_seconds: float = 0.0
+    validations: int = 0
+    val_images: int = 0
 
 
 def split_parameters(model: torch.nn.Module):
@@ -75,7 +83,7 @@ class Trainer:
         self.scaler = grad_scaler(config.trainer.precision, device.type)
         self.workers = loader_workers(config.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world_size)))
         self.net = model
-        if ddp.world_size > 1:
+        if ddp.group:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             quantiles = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
@@ -88,6 +96,7 @@ class Trainer:
         self.callbacks: list[Callback] = []
         self.stop = StopSignals()  # .received: the signal that asked this run to stop, if any
         self._last_val_batch = None
+        self.clock = {"step_seconds": 0.0, "val_seconds": 0.0, "validations": 0, "val_images": 0}
 
     @property
     def lr(self) -> float:
@@ -183,7 +192,7 @@ class Trainer:
 
         aux_loss = self.model.aux_loss()
         aux_loss.backward()
-        if self.ddp.world_size > 1:  # quantiles are outside DDP: average their gradients by hand
+        if self.ddp.group:  # quantiles are outside DDP: average their gradients by hand
             for group in self.aux_optimizer.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
@@ -207,6 +216,7 @@ class Trainer:
                 totals[k] = totals.get(k, 0.0) + v.item() * x.shape[0]
             count += x.shape[0]
             self._last_val_batch = x
+        self.clock["val_images"] += count
         return {k: v / count for k, v in totals.items()}
 
     def val_images(self, n: int) -> list:
@@ -241,17 +251,20 @@ class Trainer:
                 order = order[state.batch_in_epoch * bs: batches * bs]
                 bar = tqdm(total=batches, initial=state.batch_in_epoch, disable=not self.ddp.is_main,
                            desc=f"epoch {state.epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+                tick = time.perf_counter()
                 for x, skipped in self._loader(self.train_set, order, bs, True):
                     self._note_skipped(skipped)
                     last = self.train_step(self._on_device(x))
+                    self.clock["step_seconds"] += time.perf_counter() - tick
                     state.step += 1
                     state.batch_in_epoch += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", bpp=f"{last['bpp']:.3f}", psnr=f"{last['psnr']:.2f}")
                     for callback in self.callbacks:
                         callback.on_step_end(self, last)
-                    if state.step >= max_steps or self.stop.agreed(self.ddp.world_size, self.device):
+                    if state.step >= max_steps or self.stop.agreed(self.ddp.group, self.device):
                         break
+                    tick = time.perf_counter()
                 bar.close()
                 if self.stop.received:
                     self.save("last.pth")
@@ -263,16 +276,20 @@ class Trainer:
                 self._end_epoch(finished=state.batch_in_epoch >= batches)
             if state.step >= max_steps and stopped_by == "epochs":
                 stopped_by = "max_steps"
-        if self.ddp.world_size > 1:
+        if self.ddp.group:
             self._check_replicas_in_sync()
         if not (self.ckpt_dir / "best.pth").exists():  # e.g. resumed after the budget was reached
             self.save("best.pth", update_entropy_models=True)
-        return TrainResult(state.step, state.epoch, state.best_loss, last, list(state.skipped_files), stopped_by)
+        return TrainResult(state.step, state.epoch, state.best_loss, last, list(state.skipped_files), stopped_by,
+                           **self.clock)
 
     def _end_epoch(self, finished: bool) -> None:
         """Validate; for a finished epoch step the scheduler and count it; then the callbacks (logging,
         checkpoints) see the state a resumed run starts from."""
+        tick = time.perf_counter()
         val = self.validate()
+        self.clock["val_seconds"] += time.perf_counter() - tick
+        self.clock["validations"] += 1
         if finished:
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val["loss"])
