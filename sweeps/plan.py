@@ -29,7 +29,7 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
                      "run_dir": REPO / sweep_dir / str(cfg.hydra.sweep.subdir), "fingerprint": config_fingerprint(c),
                      "job": job, "finetune": list(c.ladder.finetune), "sweep_dir": sweep_dir,
                      "refine_anchor": c.ladder.refine_anchor, "sweep_name": c.sweep_name,
-                     "slots": launcher_slots(cfg.hydra.launcher, c.device)})
+                     "slots": launcher_slots(cfg.hydra.launcher)})
         if with_cost:  # steps and estimated hours from the measured throughput table (codec/runs/cost.py)
             key = (c.data.format, c.data.root, c.data.list_file, c.data.val_fraction)
             if key not in images:
@@ -42,17 +42,15 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
     return rows
 
 
-def launcher_slots(launcher, device: str) -> tuple[int | None, str]:
+def launcher_slots(launcher) -> tuple[int | None, str]:
     """How many of a multirun's jobs run at once, and the launcher's words for it (None: all at once)."""
     target = str(launcher.get("_target_", ""))
-    if target.endswith("LocalGpuLauncher"):
-        import torch
+    if target.endswith("LocalGpuLauncher"):  # the launcher's own slots: GPUs x jobs_per_gpu, else cpu_jobs
+        from hydra_plugins.lic_sweep_launcher.slots import make_slots
 
-        if device != "cpu" and torch.cuda.is_available():
-            gpus = len(launcher.gpus) if launcher.get("gpus") else torch.cuda.device_count()
-            return gpus * launcher.jobs_per_gpu, f"local launcher, {gpus} GPU(s) x {launcher.jobs_per_gpu} job(s)"
-        jobs = launcher.get("cpu_jobs") or os.cpu_count() or 1
-        return jobs, f"local launcher, {jobs} CPU job(s) at once"
+        slots = make_slots(launcher.get("gpus"), launcher.jobs_per_gpu, launcher.get("cpu_jobs") or os.cpu_count() or 1)
+        kind = "GPU" if slots[0].name.startswith("gpu") else "CPU"
+        return len(slots), f"local launcher, {len(slots)} {kind} job(s) at once"
     if "submitit" in target.lower():
         parallel = launcher.get("array_parallelism")
         return parallel, f"Slurm, {parallel or 'every'} job(s) at once as the cluster allows"
