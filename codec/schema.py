@@ -43,6 +43,7 @@ class DataFormat(StrEnum):
     vimeo = "vimeo"
     folder = "folder"
     packed = "packed"  # a copy made by `python -m codec.prepare` (uint8 shards, same split and crops)
+    zip = "zip"  # data.root is a .zip (Vimeo-90k's as downloaded, or of images), read without unpacking
 
 
 class SmallImages(StrEnum):
@@ -96,7 +97,8 @@ class ModelConfig:
 class DataConfig:
     format: DataFormat = MISSING
     root: str = MISSING
-    # Vimeo-90k's official list file, relative to root (sep_trainlist.txt, tri_trainlist.txt).
+    # Vimeo-90k's official list file, relative to root (sep_trainlist.txt, tri_trainlist.txt); for
+    # format=zip, its name in the archive (null: Vimeo's own names are looked for, else every image is read).
     list_file: Optional[str] = None
     patch_size: int = 256
     batch_size: int = 16

@@ -11,6 +11,8 @@ POINT is one of
     write:last.pth:E            written, not yet renamed over the old one); likewise last.pth
     evaluation                  during the evaluation, after the first image was coded
     rank_step:R:N               only DDP rank R, by itself, right after step N
+    prepare_image:K             `python -m codec.prepare ARGS...` (not run.py), killed when it has taken the
+                                K-th decoded image from its workers (the current shard half written)
 
 The faults come in through the training loop's callbacks and by wrapping functions in this process
 only: production code reads no test switch.
@@ -38,6 +40,19 @@ def install(point: str) -> None:
     from codec.training.callbacks import Callback
 
     kind, _, arg = point.partition(":")
+    if kind == "prepare_image":
+        import codec.data.prepare
+
+        name, seen = codec.data.prepare.item_name, [0]
+
+        def name_or_die(*args, **kwargs):
+            seen[0] += 1
+            if seen[0] == int(arg):
+                kill()
+            return name(*args, **kwargs)
+
+        codec.data.prepare.item_name = name_or_die
+        return
 
     class KillAt(Callback):
         def on_step_end(self, trainer, metrics):
@@ -97,6 +112,10 @@ def install(point: str) -> None:
 if __name__ == "__main__":
     point, overrides = sys.argv[1], sys.argv[2:]
     install(point)
+    if point.startswith("prepare_image"):
+        from codec.data.prepare import main
+
+        sys.exit(main(overrides))
     import run
 
     sys.argv = [str(REPO / "run.py"), *overrides]

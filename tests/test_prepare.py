@@ -39,7 +39,7 @@ def test_packing_resumes_after_an_interruption(tmp_path, monkeypatch):
 
     def failing(path):
         calls["n"] += 1
-        if calls["n"] == 40:
+        if calls["n"] == packing.SAMPLE + 40:  # the 40th image packed (after the estimate's sample)
             raise OSError(28, "No space left on device")
         return real(path)
 

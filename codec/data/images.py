@@ -30,8 +30,9 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """The image at `path` as HxWx3 uint8; UnreadableImage if it cannot be decoded, or if its header declares
+def read_rgb(path, name: str | None = None) -> np.ndarray:
+    """The image at `path` (a file's path, or an open binary file: then `name` names it in messages) as
+    HxWx3 uint8; UnreadableImage if it cannot be decoded, or if its header declares
     more than PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: refused before any pixel is decoded).
     Training, evaluation, the classical anchors and codec.prepare read images only through this."""
     try:
@@ -43,9 +44,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 img.load()
                 return to_rgb8(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from None
+        raise UnreadableImage(f"{name or path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from None
+        raise UnreadableImage(f"{name or path}: {exc}") from None
 
 
 def list_images(root: str | Path) -> list[Path]:

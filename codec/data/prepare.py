@@ -2,22 +2,33 @@
 of decoding a PNG per sample (a 448x256 Vimeo frame: about 3.5 ms of PNG decoding per core; a crop out of
 a memory map: tens of microseconds; benchmarks/README.md).
 
+    python -m codec.prepare vimeo_septuplet.zip OUT --workers auto     # straight from the download
     python -m codec.prepare SRC OUT --format vimeo [--list-file sep_trainlist.txt]
     python -m codec.prepare SRC OUT --format folder
     python run.py ... data.format=packed data.root=OUT
 
+A .zip source is read member by member (nothing unpacked; codec.data.zipped: Vimeo-90k's layout where its
+list file is inside, else every image). Images are decoded on --workers processes (auto: every CPU this
+process may use) and written in the source's order, so the shards do not depend on the number of workers,
+and a zip gives the same shards and index as its unpacked folder. Before it starts, prepare prints the
+frames, the bytes it will write (from a sample it decodes) and the disk free, and refuses when the disk is
+too small; then a progress line with frames/s and ETA.
+
 OUT holds shard-NNNNN.u8 (images one after another, each H x W x 3 bytes, row-major) and index.json:
 per image its group (the Vimeo sequence or the file's relative path: the unit of the train/validation
 split, so the split is the source's), its name, shard, byte offset and size. Crops are drawn as from the
-source (same seed, same positions), so a packed run sees the same pixels. Packing shows progress and
-resumes: progress.json records every finished shard; a rerun keeps those and goes on from there. An
-image that cannot be decoded is listed in index.json's "unreadable" and left out, with a message.
+source (same seed, same positions), so a packed run sees the same pixels. Packing resumes: progress.json
+records every finished shard; a rerun (also after a SIGKILL) keeps those and goes on from there. An image
+that cannot be decoded is listed in index.json's "unreadable" and left out, with a message.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,20 +41,82 @@ from codec.errors import LicSweepError
 from codec.records.files import write_json_atomic
 
 SHARD_BYTES = 1 << 30  # 1 GiB: a few thousand Vimeo frames
+SAMPLE = 48  # images decoded before packing starts, for the size and time estimate
+MARGIN = 1 << 30  # disk space left free beyond the estimate
 
 
-def prepare(src: str | Path, out: str | Path, fmt: str = "folder", list_file: str | None = None,
-            shard_bytes: int = SHARD_BYTES, progress_every: int = 500) -> dict:
-    """Pack the images of `src` (data.format `fmt`) into `out`; returns the index. Resumes an interrupted
-    packing of the same source."""
+def _decode(item):
+    """(uint8 HxWx3 array, None), or (None, why) for an image that cannot be decoded: in a worker process."""
+    try:
+        if hasattr(item, "read"):
+            return np.ascontiguousarray(item.read()), None
+        return np.ascontiguousarray(read_rgb(item)), None
+    except UnreadableImage as exc:
+        return None, str(exc)
+
+
+def worker_count(setting: str | int) -> int:
+    """--workers as a number: itself, or for auto every CPU this process may run on (its affinity mask)."""
+    if str(setting) == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        workers = int(setting)
+    except ValueError:
+        raise LicSweepError(f"--workers {setting!r}: a number of processes, or auto") from None
+    if workers < 1:
+        raise LicSweepError(f"--workers {setting!r}: at least 1")
+    return workers
+
+
+def _clock(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def estimate(items: list, workers: int, sample: int = SAMPLE) -> tuple[float, float]:
+    """(decoded bytes per image, seconds per image on one core), from `sample` images spread over `items`."""
+    picks = [items[round(k * (len(items) - 1) / max(1, sample - 1))] for k in range(min(sample, len(items)))]
+    start, sizes = time.perf_counter(), []
+    for item in picks:
+        img, _ = _decode(item)
+        if img is not None:
+            sizes.append(img.nbytes)
+    seconds = (time.perf_counter() - start) / max(1, len(picks))
+    return (float(np.mean(sizes)) if sizes else 0.0), seconds
+
+
+def _source_kind(src: Path, fmt: str | None) -> str:
+    if fmt in (None, "auto"):
+        if src.is_file() and src.suffix.lower() == ".zip":
+            return "zip"
+        return "vimeo" if any((src / name).is_file() for name in ("sep_trainlist.txt", "tri_trainlist.txt")) \
+            else "folder"
+    if fmt not in ("vimeo", "folder", "zip"):
+        raise LicSweepError(f"--format {fmt!r}: choose vimeo, folder or zip")
+    return fmt
+
+
+def item_name(item, src: Path) -> str:
+    """An image's name in the index: relative to the source (a zip member: as in the unpacked folder)."""
+    return item.name if hasattr(item, "read") else str(item.relative_to(src))
+
+
+def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file: str | None = None,
+            shard_bytes: int = SHARD_BYTES, workers: int | str = 1, progress_seconds: float = 10.0,
+            check_space: bool = True) -> dict:
+    """Pack the images of `src` (a Vimeo-90k folder, an image folder, or a .zip of either; `fmt` None: told
+    by the source) into `out`; returns the index. Resumes an interrupted packing of the same source."""
     from codec.data.training import source_groups
 
-    if fmt not in ("vimeo", "folder"):
-        raise LicSweepError(f"--format {fmt!r}: choose vimeo or folder")
     src, out = Path(src).resolve(), Path(out)
+    fmt = _source_kind(src, fmt)
+    if fmt == "vimeo" and not list_file:
+        list_file = "sep_trainlist.txt"
+    workers = worker_count(workers)
     groups = source_groups(fmt, src, list_file)
     items = [(group, path) for group, paths in groups.items() for path in paths]
-    source = {"source": str(src), "format": fmt, "list_file": list_file if fmt == "vimeo" else None}
+    source = {"source": str(src), "format": fmt, "list_file": list_file if fmt != "folder" else None}
     if (out / INDEX).is_file():
         index = json.loads((out / INDEX).read_text())
         if {k: index.get(k) for k in source} == source:
@@ -61,9 +134,20 @@ def prepare(src: str | Path, out: str | Path, fmt: str = "folder", list_file: st
     for stale in out.glob("shard-*.u8"):  # a shard that was being written when packing stopped
         if int(stale.stem.split("-")[1]) >= done["shards"]:
             stale.unlink()
+    todo = items[done["items"]:]
+    per_image, seconds = estimate([path for _, path in todo] or [items[0][1]], workers)
+    need, free = per_image * len(todo), shutil.disk_usage(out).free
+    print(f"{len(items):,} images in {src} ({fmt}), {len(todo):,} to pack: about {need / 1e9:.2f} GB to write "
+          f"({per_image * 1000 / 1e6:.0f} MB per 1,000 images), {free / 1e9:.2f} GB free in {out.resolve()}; about "
+          f"{_clock(seconds * len(todo) / workers)} on {workers} worker(s) ({1 / max(seconds, 1e-9):.0f} images/s per "
+          f"worker on {min(SAMPLE, len(todo))} sampled)", flush=True)
+    if check_space and need + MARGIN > free:
+        raise LicSweepError(f"{out}: packing needs about {need / 1e9:.1f} GB (+{MARGIN / 1e9:.0f} GB margin) but "
+                            f"its disk has {free / 1e9:.1f} GB free; choose an OUT on a larger disk, or train from the "
+                            "source without packing (data.format=zip reads the archive in place)")
     shard, offset, pending, pending_bad = done["shards"], 0, [], []
     handle = open(_shard_path(out, shard), "wb")
-    start, total_bytes = time.monotonic(), 0
+    start, total_bytes, shown = time.monotonic(), 0, time.monotonic()
 
     def close_shard() -> None:
         nonlocal shard, offset, handle, pending, pending_bad
@@ -75,13 +159,14 @@ def prepare(src: str | Path, out: str | Path, fmt: str = "folder", list_file: st
         shard, offset, pending, pending_bad = shard + 1, 0, [], []
         handle = open(_shard_path(out, shard), "wb")
 
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and len(todo) > 1 else None
+    decoded = pool.imap(_decode, [path for _, path in todo], chunksize=4) if pool else map(
+        _decode, (path for _, path in todo))
     try:
-        for n, (group, path) in enumerate(items[done["items"]:], start=done["items"] + 1):
-            name = str(path.relative_to(src))
-            try:
-                img = np.ascontiguousarray(read_rgb(path))
-            except UnreadableImage as exc:
-                print(f"left out: {exc}")
+        for n, ((group, path), (img, why)) in enumerate(zip(todo, decoded), start=done["items"] + 1):
+            name = item_name(path, src)
+            if img is None:
+                print(f"left out: {why}")
                 pending_bad.append(name)
                 continue
             handle.write(img.tobytes())
@@ -91,10 +176,12 @@ def prepare(src: str | Path, out: str | Path, fmt: str = "folder", list_file: st
             total_bytes += img.nbytes
             if offset >= shard_bytes:
                 close_shard()
-            if n % progress_every == 0 or n == len(items):
-                rate = (n - done["items"]) / max(time.monotonic() - start, 1e-9)
-                print(f"packed {n} of {len(items)} images ({total_bytes / 1e9:.2f} GB this session, "
-                      f"{rate:.0f} images/s)", flush=True)
+            now = time.monotonic()
+            if now - shown >= progress_seconds or n == len(items):
+                shown, rate = now, (n - len(items) + len(todo)) / max(now - start, 1e-9)
+                print(f"packed {n:,} of {len(items):,} images ({100 * n / len(items):.1f}%), "
+                      f"{total_bytes / 1e9:.2f} GB this session, {rate:.0f} images/s, "
+                      f"ETA {_clock((len(items) - n) / max(rate, 1e-9))}", flush=True)
         if pending or pending_bad:
             close_shard()
     except OSError as exc:
@@ -102,26 +189,37 @@ def prepare(src: str | Path, out: str | Path, fmt: str = "folder", list_file: st
                             "rerun the same command to resume") from None
     finally:
         handle.close()
+        if pool:
+            pool.terminate()
     _shard_path(out, shard).unlink(missing_ok=True)  # the empty one opened last
     index = {k: v for k, v in done.items() if k not in ("items",)}
     write_json_atomic(index, out / INDEX)
     (out / PROGRESS).unlink(missing_ok=True)
     size = sum(p.stat().st_size for p in out.glob("shard-*.u8"))
-    print(f"packed {len(index['images'])} images of {src} into {out}: {index['shards']} shards, {size / 1e9:.2f} GB"
+    elapsed = time.monotonic() - start
+    print(f"packed {len(index['images'])} images of {src} into {out}: {index['shards']} shards, {size / 1e9:.2f} GB, "
+          f"{len(todo) / max(elapsed, 1e-9):.0f} images/s on {workers} worker(s)"
           + (f"; {len(index['unreadable'])} unreadable left out" if index["unreadable"] else ""))
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", type=Path, help="the training data (a Vimeo-90k root or an image folder)")
+    parser.add_argument("src", type=Path, help="the training data: a Vimeo-90k root, an image folder, or a .zip of "
+                        "either (vimeo_septuplet.zip as downloaded)")
     parser.add_argument("out", type=Path, help="the packed store to write (then data.format=packed data.root=OUT)")
-    parser.add_argument("--format", default="folder", choices=("vimeo", "folder"), help="as data.format")
-    parser.add_argument("--list-file", default="sep_trainlist.txt", help="Vimeo-90k's list file, as data.list_file")
-    parser.add_argument("--shard-mb", type=int, default=SHARD_BYTES >> 20, help="shard size in MiB")
+    parser.add_argument("--format", default="auto", choices=("auto", "vimeo", "folder", "zip"),
+                        help="as data.format; auto: zip for a .zip, vimeo where a Vimeo list file is in SRC, else folder")
+    parser.add_argument("--list-file", default=None, help="Vimeo-90k's list file, as data.list_file (default: "
+                        "sep_trainlist.txt, or in a zip whichever of Vimeo's list files it holds)")
+    parser.add_argument("--workers", default="auto", help="decoding processes: a number, or auto (every CPU this "
+                        "process may use)")
+    parser.add_argument("--shard-mb", type=float, default=SHARD_BYTES >> 20, help="shard size in MiB")
+    parser.add_argument("--no-space-check", action="store_true", help="pack even when the estimate exceeds the free disk")
     args = parser.parse_args(argv)
     try:
-        prepare(args.src, args.out, args.format, args.list_file, args.shard_mb << 20)
+        prepare(args.src, args.out, args.format, args.list_file, int(args.shard_mb * (1 << 20)), args.workers,
+                check_space=not args.no_space_check)
     except LicSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,14 @@
-"""Test sets as data: one manifest per set (data/manifests/<name>.json: source URLs, files with SHA-256
+"""Test and training sets as data: one manifest per set (data/manifests/<name>.json: source URLs, files with SHA-256
 and size, licence), fetched once, verified, unpacked; evaluation finds them by name (eval.sets).
 
     python -m codec.datasets list
     python -m codec.datasets fetch clic2020-professional-valid [--dest DIR] [--source URL_OR_DIR]
+    python -m codec.datasets fetch vimeo90k-septuplet      # a training set: its zip, kept as it is
+
+Training sets (purpose "training": Vimeo-90k, DIV2K, CLIC 2020 train) are fetched the same way; an archive
+that training reads in place (unpack false: Vimeo's zip, read by data.format=zip or codec.prepare) is moved
+into the set's folder, not unpacked or copied. A file of unknown exact size is read up to the manifest's
+max_size (Vimeo's 82 GB zip is over the 16 GiB default).
 
 A download goes to <dest>/<name>/.downloads/<file>.part and resumes from there (HTTP Range, or the offset
 in a local mirror); a finished file is checked against its size and SHA-256 before it is used, and a file
@@ -51,6 +57,7 @@ class SetFile:
     size: int | None = None
     unpack: bool = False  # an archive: extracted into the set's folder
     unpacked_size: int | None = None  # an archive: the bytes its entries declare (else at most 10x its size)
+    max_size: int | None = None  # no exact size known: read at most this much (instead of --max-size)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,9 @@ class Manifest:
     shipped: str | None = None  # a folder of this repository that already holds the set (Kodak)
     anchors: str | None = None  # prefix of analysis/anchors/classical/<prefix>-*.json for this set
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # test: a set to evaluate on (eval.sets); training: data to train on (data.root=<its folder>/<file>)
+    purpose: str = "test"
+    use: str | None = None  # for a training set: how to train on it once fetched
 
     @staticmethod
     def read(path: Path) -> "Manifest":
@@ -99,6 +109,9 @@ def set_folder(name_or_path: str, root: str | Path | None = None) -> Path:
         m = known[name_or_path]
         if m.shipped:
             return REPO / m.shipped
+        if m.purpose != "test":
+            raise LicSweepError(f"eval.sets: {m.name} is a training set, not one to evaluate on (test sets: "
+                                f"{', '.join(n for n, k in known.items() if k.purpose == 'test')})")
         folder = Path(root or default_root()) / m.name  # evaluation looks for images in its subfolders too
         if not fetched(folder, m):
             raise LicSweepError(f"eval.sets: {m.name} is not fetched under {folder.parent}; run "
@@ -276,13 +289,16 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
     pinned: dict[str, str] = {}
     for entry in m.files:
         final = downloads / entry.name
+        kept = target / entry.name
+        if not entry.unpack and not final.is_file() and kept.is_file():  # moved in place by a fetch that stopped
+            kept.replace(final)
         if not final.is_file():
             part = downloads / (entry.name + ".part")
             url = _source_url(entry, source)
             print(f"{m.name}: {entry.name} from {url}" + (f" (resuming at {part.stat().st_size} bytes)"
                                                             if part.exists() else ""))
             declared = entry.size is not None
-            _download(url, part, entry.size if declared else max_size, declared)
+            _download(url, part, entry.size if declared else entry.max_size or max_size, declared)
             pinned[entry.name] = _verify(entry, part, trust_first_download, pinned)
             part.replace(final)
         else:
@@ -291,8 +307,8 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
             limit, note = ((entry.unpacked_size, "the manifest's unpacked size") if entry.unpacked_size is not None
                            else (UNPACK_RATIO * final.stat().st_size, f"{UNPACK_RATIO}x the archive's own size"))
             safe_extract(final, target, limit, reserved=(RECORD, ".downloads"), limit_note=note)
-        else:
-            shutil.copyfile(final, target / entry.name)
+        else:  # kept as it is (a training set's zip is read in place): moved, not copied (82 GB for Vimeo)
+            final.replace(kept)
     files = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*"))
              if p.is_file() and ".downloads" not in p.relative_to(target).parts and p.name != RECORD}
     count = _image_count(files)
@@ -304,7 +320,8 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
     write_json_atomic({"manifest": m.name, "sha256": pinned, "images": count,
                        "source": source or "manifest URLs", "files": files}, record_path)
     shutil.rmtree(downloads)  # verified and unpacked: the archives are not needed twice
-    print(f"{m.name}: {count} images in {target}")
+    print(f"{m.name}: {count} images in {target}" if m.purpose == "test" else
+          f"{m.name}: fetched in {target}" + (f"; {m.use.replace('{folder}', str(target))}" if m.use else ""))
     return target
 
 
@@ -338,9 +355,9 @@ def parse_size(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codec.datasets", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", help="the known test sets and whether they are here")
+    listing = sub.add_parser("list", help="the known test and training sets and whether they are here")
     listing.add_argument("--dest", type=Path, default=None, help="where fetched sets live (default data/sets)")
-    get = sub.add_parser("fetch", help="download, verify and unpack a test set")
+    get = sub.add_parser("fetch", help="download, verify and unpack a test set (a training set's zip is kept as it is)")
     get.add_argument("name")
     get.add_argument("--dest", type=Path, default=None, help="where to put it (default: $LIC_SWEEP_DATASETS or data/sets)")
     get.add_argument("--source", default=None, help="a mirror (folder or URL) holding the manifest's file names")
@@ -352,10 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             root = args.dest or default_root()
-            for m in manifests().values():
-                count = f"{m.num_images} images" if m.num_images else "? images"
-                pinned = "" if all(f.sha256 for f in m.files) else " [no checksum in the manifest]"
-                print(f"{m.name:30s} {count:10s} {status(m, root)}{pinned}\n    {m.description}; licence: {m.licence}")
+            for purpose in ("test", "training"):
+                print(f"{purpose} sets:")
+                for m in (m for m in manifests().values() if m.purpose == purpose):
+                    count = f"{m.num_images} images" if m.num_images else "? images"
+                    pinned = "" if all(f.sha256 for f in m.files) else " [no checksum in the manifest]"
+                    print(f"  {m.name:30s} {count:13s} {status(m, root)}{pinned}\n      {m.description}; "
+                          f"licence: {m.licence}")
             return 0
         fetch(args.name, args.dest, args.source, args.trust_first_download, args.max_size)
         return 0

@@ -1,5 +1,6 @@
-"""Training and validation data: Vimeo-90k through its official list files, any image folder, or a packed
-copy of either (codec.prepare: uint8 shards read through memory maps, no PNG decoding).
+"""Training and validation data: Vimeo-90k through its official list files, any image folder, either of them
+still in its zip archive (codec.data.zipped), or a packed copy (codec.prepare: uint8 shards read through
+memory maps, no PNG decoding).
 
 Training samples are random crops, validation samples centre crops. The split is by sequence
 (Vimeo) or by file (folder), fixed by a hash of the name, so it never overlaps and never moves.
@@ -62,8 +63,13 @@ def source_groups(fmt: str, root: str | Path, list_file: str | None = None) -> d
     """The training data as named groups (a Vimeo sequence, or one image of a folder), the unit of the
     train/validation split; for data.format=packed, the groups its source had (codec.prepare)."""
     root = Path(root)
+    if fmt == "zip":  # Vimeo-90k's zip as downloaded, or a zip of images: read in place (codec.data.zipped)
+        from codec.data.zipped import zip_groups
+
+        return zip_groups(root, list_file)
     if not root.is_dir():
-        raise LicSweepError(f"data.root: {root} is not a directory")
+        hint = " (a .zip archive: data.format=zip reads it in place)" if root.suffix.lower() == ".zip" else ""
+        raise LicSweepError(f"data.root: {root} is not a directory{hint}")
     if fmt == "packed":
         from codec.data.packed import packed_groups
 

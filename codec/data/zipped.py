@@ -1,0 +1,106 @@
+"""Training data read straight from a zip archive (data.format=zip, and `python -m codec.prepare ARCHIVE.zip`):
+Vimeo-90k's vimeo_septuplet.zip or vimeo_triplet.zip as downloaded, or a zip of image files (DIV2K, CLIC),
+with nothing unpacked. Each loader worker opens the archive once and decodes the PNG members it draws.
+
+Layout: where data.list_file (else Vimeo's own sep_trainlist.txt or tri_trainlist.txt) is a member of the
+archive (at its top or in one folder, as vimeo_septuplet/sep_trainlist.txt), the archive is Vimeo-90k: the
+listed sequences under sequences/ next to it. Otherwise every PNG and JPEG member is an image, as a folder.
+Names are relative to the folder that holds the list file (Vimeo) or to the archive's top (images), exactly
+as the unpacked folder's: the split by name hash, the crops and the data manifest are the unpacked path's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from codec.data.images import IMAGE_SUFFIXES, UnreadableImage, read_rgb
+from codec.errors import LicSweepError
+
+VIMEO_LISTS = ("sep_trainlist.txt", "tri_trainlist.txt")
+
+_OPEN: dict[tuple[int, Path], zipfile.ZipFile] = {}  # (process, archive): opened once per loader worker
+
+
+def _archive(path: Path) -> zipfile.ZipFile:
+    key = (os.getpid(), path)  # a forked worker opens its own: a shared file offset would mix members
+    if key not in _OPEN:
+        _OPEN[key] = zipfile.ZipFile(path)
+    return _OPEN[key]
+
+
+@dataclass(frozen=True)
+class ZipImage:
+    """One image member of a zip archive. `name` is its path relative to the data's root (as in the unpacked
+    folder), `nbytes` the member's size (the PNG's bytes, as the unpacked file's size: the data manifest)."""
+    archive: Path
+    member: str
+    name: str
+    nbytes: int
+
+    def read(self) -> np.ndarray:
+        try:
+            data = _archive(self.archive).read(self.member)
+        except (zipfile.BadZipFile, zlib.error, OSError, KeyError, EOFError) as exc:
+            raise UnreadableImage(f"{self}: {exc}") from None
+        return read_rgb(io.BytesIO(data), name=str(self))
+
+    def __str__(self) -> str:  # messages and skipped-file lists name the archive and the member
+        return f"{self.archive}:{self.member}"
+
+
+def _listing(archive: Path) -> list[zipfile.ZipInfo]:
+    if not archive.is_file():
+        raise LicSweepError(f"data.root: {archive} is not a file (data.format=zip reads a .zip archive)")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            return [i for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise LicSweepError(f"data.root: {archive} is not a readable zip archive ({exc}); an interrupted download? "
+                            "`python -m codec.datasets fetch` resumes and verifies it") from None
+
+
+def zip_groups(archive: str | Path, list_file: str | None = None) -> dict[str, list[ZipImage]]:
+    """{group: [ZipImage, ...]} of an archive, grouped and named as the unpacked folder would be by
+    codec.data.training.source_groups (a Vimeo sequence; or one image per group)."""
+    archive = Path(archive).resolve()
+    infos = _listing(archive)
+    wanted = (list_file,) if list_file else VIMEO_LISTS
+    lists = sorted((i for i in infos if PurePosixPath(i.filename).name in wanted and
+                    len(PurePosixPath(i.filename).parts) <= 2), key=lambda i: (len(i.filename), i.filename))
+    if list_file and not lists:
+        raise LicSweepError(f"data.list_file: {archive} holds no {list_file} (at its top or in one folder); "
+                            "Vimeo-90k's zips hold sep_trainlist.txt or tri_trainlist.txt, an image archive none: "
+                            "set data.list_file=null to read every image in it")
+    if not lists:  # a zip of images, as a folder
+        groups = {i.filename: [ZipImage(archive, i.filename, i.filename, i.file_size)] for i in sorted(
+            infos, key=lambda i: i.filename) if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES}
+        if not groups:
+            raise LicSweepError(f"data.root: {archive} holds no PNG or JPEG images")
+        return groups
+    listed = lists[0]
+    prefix = listed.filename[:-len(PurePosixPath(listed.filename).name)]
+    with zipfile.ZipFile(archive) as zf:
+        names = [line.strip() for line in zf.read(listed).decode().splitlines() if line.strip()]
+    if not names:
+        raise LicSweepError(f"data.list_file: {archive}:{listed.filename} lists no sequences")
+    frames: dict[str, list[ZipImage]] = {}
+    start = prefix + "sequences/"
+    for info in infos:
+        path = info.filename
+        if path.startswith(start) and path.endswith(".png") and PurePosixPath(path).name.startswith("im"):
+            relative = path[len(prefix):]
+            frames.setdefault(relative[len("sequences/"):].rsplit("/", 1)[0], []).append(
+                ZipImage(archive, path, relative, info.file_size))
+    missing = [n for n in names if n not in frames]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise LicSweepError(f"{archive}:{listed.filename} names {len(missing)} sequence(s) with no im*.png frames "
+                            f"under {start}: {shown}")
+    return {n: sorted(frames[n], key=lambda z: z.name) for n in names}

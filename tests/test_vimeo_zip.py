@@ -1,0 +1,149 @@
+"""Vimeo-90k from its zip to training (issue: training data at the protocol's scale), on a synthetic archive in
+vimeo_septuplet.zip's layout (tests/vimeo_zip.py): fetched from a local mirror by its manifest and kept as the
+zip; read in place (data.format=zip) with the unpacked folder's split, names, crops and data manifest; packed
+from the zip on 2 workers into the same shards as from the folder; killed in the middle and resumed; trained on."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from codec.data import prepare as packing
+from codec.data.test_sets import ChecksumMismatch, fetch, manifests, set_folder
+from codec.data.training import CropDataset, split_files
+from codec.errors import LicSweepError
+from codec.runs.job import train_and_evaluate
+from codec.runs.provenance import files_manifest
+from tests.conftest import REPO, config_for, tiny_overrides
+from tests.vimeo_zip import BROKEN, make_vimeo_zip
+
+
+@pytest.fixture(scope="module")
+def vimeo(tmp_path_factory):
+    """The synthetic archive (as the manifest names it), its unpacked folder, and its packing from that folder."""
+    root = tmp_path_factory.mktemp("vimeo")
+    archive = root / "mirror" / "vimeo_septuplet.zip"
+    archive.parent.mkdir()
+    lists = make_vimeo_zip(archive)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(root / "unpacked")
+    folder = root / "unpacked" / "vimeo_septuplet"
+    index = packing.prepare(folder, root / "packed-from-folder", "vimeo", "sep_trainlist.txt", shard_bytes=200_000)
+    return {"zip": archive, "folder": folder, "lists": lists, "index": index, "packed": root / "packed-from-folder"}
+
+
+def _shards(store):
+    return [p.read_bytes() for p in sorted(store.glob("shard-*.u8"))]
+
+
+def test_the_training_manifests_and_a_fetch_from_a_mirror_that_keeps_the_zip(vimeo, tmp_path):
+    known = manifests()
+    training = {n for n, m in known.items() if m.purpose == "training"}
+    assert {"vimeo90k-septuplet", "vimeo90k-triplet", "div2k-train-hr", "clic2020-train-professional",
+            "clic2020-train-mobile"} <= training
+    for name in training:
+        m = known[name]
+        assert m.licence and m.use and all(f.max_size or f.size for f in m.files), name  # no 16 GiB default cap
+    septuplet = known["vimeo90k-septuplet"]
+    assert septuplet.files[0].max_size > 82e9 and not septuplet.files[0].unpack
+    with pytest.raises(LicSweepError, match=r"vimeo90k-septuplet is a training set, not one to evaluate on"):
+        set_folder("vimeo90k-septuplet")
+    mirror = str(vimeo["zip"].parent)
+    with pytest.raises(ChecksumMismatch, match=r"no checksum .*--trust-first-download"):
+        fetch("vimeo90k-septuplet", tmp_path / "sets", source=mirror)
+    folder = fetch("vimeo90k-septuplet", tmp_path / "sets", source=mirror, trust_first_download=True)
+    kept = folder / "vimeo_septuplet.zip"
+    assert kept.read_bytes() == vimeo["zip"].read_bytes()  # kept as the zip: nothing unpacked, no second copy
+    assert sorted(p.name for p in folder.iterdir()) == [".fetched.json", "vimeo_septuplet.zip"]
+    record = json.loads((folder / ".fetched.json").read_text())
+    assert record["files"] == {"vimeo_septuplet.zip": kept.stat().st_size}
+    assert fetch("vimeo90k-septuplet", tmp_path / "sets", source=mirror) == folder  # already fetched: left as it is
+
+
+def test_the_zip_read_in_place_is_the_unpacked_folder(vimeo):
+    from_zip = split_files("zip", vimeo["zip"], 0.1)  # no list file named: Vimeo's own is found inside
+    from_folder = split_files("vimeo", vimeo["folder"], 0.1, "sep_trainlist.txt")
+    assert [z.name for z in from_zip.train] == [str(p.relative_to(vimeo["folder"])) for p in from_folder.train]
+    assert [z.name for z in from_zip.val] == [str(p.relative_to(vimeo["folder"])) for p in from_folder.val]
+    assert len(from_zip.train) + len(from_zip.val) == 7 * len(vimeo["lists"]["train"])  # the test list is not read
+    # the run's data manifest (repro.json) is the unpacked folder's: same names, same file sizes
+    assert files_manifest(from_zip.train) == files_manifest(from_folder.train, vimeo["folder"])
+    for train in (True, False):
+        a = CropDataset(from_zip.train if train else from_zip.val, 48, train, seed=5)
+        b = CropDataset(from_folder.train if train else from_folder.val, 48, train, seed=5)
+        a.set_epoch(1), b.set_epoch(1)
+        for i in range(0, len(a), 17):
+            assert np.array_equal(a[i][0].numpy(), b[i][0].numpy()) and a[i][1].count("\n") == b[i][1].count("\n")
+    broken = next(i for i, z in enumerate(from_zip.train + from_zip.val) if z.name.endswith(f"{BROKEN}/im4.png"))
+    dataset = CropDataset(from_zip.train + from_zip.val, 48, True)
+    assert f"vimeo_septuplet.zip:vimeo_septuplet/sequences/{BROKEN}/im4.png (cannot be decoded)" in dataset[broken][1]
+    with pytest.raises(LicSweepError, match=r"data.list_file: .* holds no tri_trainlist.txt"):
+        split_files("zip", vimeo["zip"], 0.1, "tri_trainlist.txt")
+    with pytest.raises(LicSweepError, match=r"data.root: .*sep_trainlist.txt is not a readable zip"):
+        split_files("zip", vimeo["folder"] / "sep_trainlist.txt", 0.1)
+    with pytest.raises(LicSweepError, match=r"is not a directory \(a .zip archive: data.format=zip reads it"):
+        split_files("vimeo", vimeo["zip"], 0.1, "sep_trainlist.txt")
+
+
+def test_packing_the_zip_on_two_workers_gives_the_folders_shards(vimeo, tmp_path, capsys):
+    index = packing.prepare(vimeo["zip"], tmp_path / "packed", workers=2, shard_bytes=200_000)
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert f"{vimeo['lists']['frames'] - 14:,} images in" in first and "to pack: about 0.00" in first
+    assert "GB free in" in first and "on 2 worker(s)" in first
+    assert index["format"] == "zip" and index["list_file"] is None
+    assert index["images"] == vimeo["index"]["images"] and index["shards"] == vimeo["index"]["shards"] > 3
+    assert index["unreadable"] == vimeo["index"]["unreadable"] == [f"sequences/{BROKEN}/im4.png"]
+    assert _shards(tmp_path / "packed") == _shards(vimeo["packed"])
+    names = [[p.name for p in split_files("packed", store, 0.1).val] for store in (tmp_path / "packed", vimeo["packed"])]
+    assert names[0] == names[1]
+
+
+def test_packing_refuses_a_disk_too_small_before_it_writes(vimeo, tmp_path, monkeypatch):
+    class Usage:
+        free = 5 << 20
+
+    monkeypatch.setattr(packing.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(LicSweepError, match=r"packing needs about 0.0 GB \(\+1 GB margin\) but its disk has 0.0 GB "
+                                            r"free.*data.format=zip reads the archive in place"):
+        packing.prepare(vimeo["zip"], tmp_path / "packed", workers=1)
+    assert not list((tmp_path / "packed").glob("shard-*"))
+
+
+def _prepare(args, point=None):
+    command = [sys.executable, "tests/killpoint.py", point, *args] if point else [
+        sys.executable, "-m", "codec.prepare", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, start_new_session=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_packing_the_zip_resumes_after_sigkill(vimeo, tmp_path):
+    args = [str(vimeo["zip"]), str(tmp_path / "packed"), "--workers", "2", "--shard-mb", str(200_000 / (1 << 20))]
+    killed = _prepare(args, "prepare_image:150")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "to pack: about" in killed.stdout.splitlines()[0]  # the estimate comes first
+    progress = json.loads((tmp_path / "packed" / "progress.json").read_text())
+    assert 0 < progress["shards"] < vimeo["index"]["shards"] and progress["items"] < 150
+    assert (tmp_path / "packed" / f"shard-{progress['shards']:05d}.u8").exists()  # the shard it was writing
+    resumed = _prepare(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {progress['shards']} shards" in resumed.stdout
+    index = json.loads((tmp_path / "packed" / "index.json").read_text())
+    assert index["images"] == vimeo["index"]["images"] and index["unreadable"] == vimeo["index"]["unreadable"]
+    assert _shards(tmp_path / "packed") == _shards(vimeo["packed"])
+
+
+@pytest.mark.parametrize("form", ["zip", "packed"])
+def test_training_from_the_zip_and_from_its_packed_copy(vimeo, tmp_path, form):
+    root = vimeo["zip"] if form == "zip" else vimeo["packed"]
+    config = config_for(tiny_overrides(tmp_path, "model=factorized", f"data.format={form}", f"data.root={root}",
+                                       "data.patch_size=64", "data.num_workers=2"))
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["train_steps"] == 2
+    card = json.loads((tmp_path / "run" / "repro.json").read_text())
+    assert card["train_data"]["files"] == 7 * len(vimeo["lists"]["train"]) - (form == "packed")
