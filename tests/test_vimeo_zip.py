@@ -104,6 +104,20 @@ def test_packing_the_zip_on_two_workers_gives_the_folders_shards(vimeo, tmp_path
     assert names[0] == names[1]
 
 
+def test_a_zlib_packing_gives_the_same_pixels_in_58_percent_of_the_bytes(vimeo, tmp_path):
+    index = packing.prepare(vimeo["zip"], tmp_path / "packed", workers=2, compression="zlib")
+    assert index["compression"] == "zlib" and [e["name"] for e in index["images"]] == [
+        e["name"] for e in vimeo["index"]["images"]]
+    raw, small = (split_files("packed", store, 0.1) for store in (vimeo["packed"], tmp_path / "packed"))
+    for a, b in zip(raw.train + raw.val, small.train + small.val, strict=True):
+        assert a.name == b.name and np.array_equal(a.read(), b.read())
+    ratio = sum(map(len, _shards(tmp_path / "packed"))) / sum(map(len, _shards(vimeo["packed"])))
+    assert 0.3 < ratio < 0.8  # real frames: about 0.58 on Vimeo's
+    assert files_manifest(small.train) == files_manifest(raw.train)  # the run's data manifest: the same data
+    with pytest.raises(LicSweepError, match=r"holds a packed copy of .*compression zlib\), not of .*compression none\)"):
+        packing.prepare(vimeo["zip"], tmp_path / "packed", workers=1)
+
+
 def test_packing_refuses_a_disk_too_small_before_it_writes(vimeo, tmp_path, monkeypatch):
     class Usage:
         free = 5 << 20

@@ -14,7 +14,8 @@ and a zip gives the same shards and index as its unpacked folder. Before it star
 frames, the bytes it will write (from a sample it decodes) and the disk free, and refuses when the disk is
 too small; then a progress line with frames/s and ETA.
 
-OUT holds shard-NNNNN.u8 (images one after another, each H x W x 3 bytes, row-major) and index.json:
+OUT holds shard-NNNNN.u8 (images one after another, each H x W x 3 bytes, row-major; with --compression
+zlib each image's bytes zlib-compressed: 58% of the size, ~1.3 ms to decompress a Vimeo frame) and index.json:
 per image its group (the Vimeo sequence or the file's relative path: the unit of the train/validation
 split, so the split is the source's), its name, shard, byte offset and size. Crops are drawn as from the
 source (same seed, same positions), so a packed run sees the same pixels. Packing resumes: progress.json
@@ -25,12 +26,14 @@ that cannot be decoded is listed in index.json's "unreadable" and left out, with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
 import shutil
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +46,21 @@ from codec.records.files import write_json_atomic
 SHARD_BYTES = 1 << 30  # 1 GiB: a few thousand Vimeo frames
 SAMPLE = 48  # images decoded before packing starts, for the size and time estimate
 MARGIN = 1 << 30  # disk space left free beyond the estimate
+# zlib level 1: a Vimeo frame in 4.6 ms, to 58% of its raw size; level 6 takes twice as long for 56%
+# (benchmarks/README.md, "Training-data loading")
+ZLIB_LEVEL = 1
+COMPRESSIONS = ("none", "zlib")
 
 
-def _decode(item):
-    """(uint8 HxWx3 array, None), or (None, why) for an image that cannot be decoded: in a worker process."""
+def _decode(item, compression: str | None = None):
+    """(stored bytes, (height, width)) of an image, or (None, why) when it cannot be decoded: in a worker
+    process. Stored bytes: the uint8 HxWx3 pixels, zlib-compressed (level 1) with compression="zlib"."""
     try:
-        if hasattr(item, "read"):
-            return np.ascontiguousarray(item.read()), None
-        return np.ascontiguousarray(read_rgb(item)), None
+        img = np.ascontiguousarray(item.read() if hasattr(item, "read") else read_rgb(item))
     except UnreadableImage as exc:
         return None, str(exc)
+    data = img.tobytes()
+    return (zlib.compress(data, ZLIB_LEVEL) if compression == "zlib" else data), img.shape[:2]
 
 
 def worker_count(setting: str | int) -> int:
@@ -74,14 +82,14 @@ def _clock(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def estimate(items: list, workers: int, sample: int = SAMPLE) -> tuple[float, float]:
-    """(decoded bytes per image, seconds per image on one core), from `sample` images spread over `items`."""
+def estimate(items: list, compression: str | None = None, sample: int = SAMPLE) -> tuple[float, float]:
+    """(bytes written per image, seconds per image on one core), from `sample` images spread over `items`."""
     picks = [items[round(k * (len(items) - 1) / max(1, sample - 1))] for k in range(min(sample, len(items)))]
     start, sizes = time.perf_counter(), []
     for item in picks:
-        img, _ = _decode(item)
-        if img is not None:
-            sizes.append(img.nbytes)
+        data, _ = _decode(item, compression)
+        if data is not None:
+            sizes.append(len(data))
     seconds = (time.perf_counter() - start) / max(1, len(picks))
     return (float(np.mean(sizes)) if sizes else 0.0), seconds
 
@@ -97,6 +105,11 @@ def _source_kind(src: Path, fmt: str | None) -> str:
     return fmt
 
 
+def _what(source: dict) -> str:
+    return (f"{source.get('source')} (format {source.get('format')}, list file {source.get('list_file')}, "
+            f"compression {source.get('compression') or 'none'})")
+
+
 def item_name(item, src: Path) -> str:
     """An image's name in the index: relative to the source (a zip member: as in the unpacked folder)."""
     return item.name if hasattr(item, "read") else str(item.relative_to(src))
@@ -104,7 +117,7 @@ def item_name(item, src: Path) -> str:
 
 def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file: str | None = None,
             shard_bytes: int = SHARD_BYTES, workers: int | str = 1, progress_seconds: float = 10.0,
-            check_space: bool = True) -> dict:
+            check_space: bool = True, compression: str = "none") -> dict:
     """Pack the images of `src` (a Vimeo-90k folder, an image folder, or a .zip of either; `fmt` None: told
     by the source) into `out`; returns the index. Resumes an interrupted packing of the same source."""
     from codec.data.training import source_groups
@@ -114,28 +127,33 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
     if fmt == "vimeo" and not list_file:
         list_file = "sep_trainlist.txt"
     workers = worker_count(workers)
+    if compression not in COMPRESSIONS:
+        raise LicSweepError(f"--compression {compression!r}: choose {' or '.join(COMPRESSIONS)}")
+    compressed = compression if compression != "none" else None
     groups = source_groups(fmt, src, list_file)
     items = [(group, path) for group, paths in groups.items() for path in paths]
-    source = {"source": str(src), "format": fmt, "list_file": list_file if fmt != "folder" else None}
+    source = {"source": str(src), "format": fmt, "list_file": list_file if fmt != "folder" else None,
+              "compression": compressed}
     if (out / INDEX).is_file():
         index = json.loads((out / INDEX).read_text())
         if {k: index.get(k) for k in source} == source:
             print(f"{out} is already packed from {src} ({len(index['images'])} images)")
             return index
-        raise LicSweepError(f"{out} holds a packed copy of {index.get('source')}, not {src}; choose another OUT")
+        raise LicSweepError(f"{out} holds a packed copy of {_what(index)}, not of {_what(source)}; choose another OUT")
     out.mkdir(parents=True, exist_ok=True)
     done = {"images": [], "unreadable": [], "shards": 0, "items": 0, **source}
     if (out / PROGRESS).is_file():
         saved = json.loads((out / PROGRESS).read_text())
         if {k: saved.get(k) for k in source} != source:
-            raise LicSweepError(f"{out} holds a partial packing of {saved.get('source')}, not {src}; choose another OUT")
+            raise LicSweepError(f"{out} holds a partial packing of {_what(saved)}, not of {_what(source)}; choose "
+                                "another OUT")
         done = saved
         print(f"resuming: {done['shards']} shards ({done['items']} of {len(items)} images) already packed")
     for stale in out.glob("shard-*.u8"):  # a shard that was being written when packing stopped
         if int(stale.stem.split("-")[1]) >= done["shards"]:
             stale.unlink()
     todo = items[done["items"]:]
-    per_image, seconds = estimate([path for _, path in todo] or [items[0][1]], workers)
+    per_image, seconds = estimate([path for _, path in todo] or [items[0][1]], compressed)
     need, free = per_image * len(todo), shutil.disk_usage(out).free
     print(f"{len(items):,} images in {src} ({fmt}), {len(todo):,} to pack: about {need / 1e9:.2f} GB to write "
           f"({per_image * 1000 / 1e6:.0f} MB per 1,000 images), {free / 1e9:.2f} GB free in {out.resolve()}; about "
@@ -160,20 +178,21 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
         handle = open(_shard_path(out, shard), "wb")
 
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and len(todo) > 1 else None
-    decoded = pool.imap(_decode, [path for _, path in todo], chunksize=4) if pool else map(
-        _decode, (path for _, path in todo))
+    decode = functools.partial(_decode, compression=compressed)
+    decoded = pool.imap(decode, [path for _, path in todo], chunksize=4) if pool else map(
+        decode, (path for _, path in todo))
     try:
-        for n, ((group, path), (img, why)) in enumerate(zip(todo, decoded), start=done["items"] + 1):
+        for n, ((group, path), (data, shape)) in enumerate(zip(todo, decoded), start=done["items"] + 1):
             name = item_name(path, src)
-            if img is None:
-                print(f"left out: {why}")
+            if data is None:  # shape holds why
+                print(f"left out: {shape}")
                 pending_bad.append(name)
                 continue
-            handle.write(img.tobytes())
-            pending.append({"group": group, "name": name, "shard": shard, "offset": offset, "height": img.shape[0],
-                            "width": img.shape[1]})
-            offset += img.nbytes
-            total_bytes += img.nbytes
+            handle.write(data)
+            pending.append({"group": group, "name": name, "shard": shard, "offset": offset, "height": shape[0],
+                            "width": shape[1]} | ({"stored": len(data)} if compressed else {}))
+            offset += len(data)
+            total_bytes += len(data)
             if offset >= shard_bytes:
                 close_shard()
             now = time.monotonic()
@@ -215,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="auto", help="decoding processes: a number, or auto (every CPU this "
                         "process may use)")
     parser.add_argument("--shard-mb", type=float, default=SHARD_BYTES >> 20, help="shard size in MiB")
+    parser.add_argument("--compression", default="none", choices=COMPRESSIONS,
+                        help="zlib: 58%% of the raw size, each crop then costs a 1.3 ms decompression (benchmarks/README.md)")
     parser.add_argument("--no-space-check", action="store_true", help="pack even when the estimate exceeds the free disk")
     args = parser.parse_args(argv)
     try:
         prepare(args.src, args.out, args.format, args.list_file, int(args.shard_mb * (1 << 20)), args.workers,
-                check_space=not args.no_space_check)
+                check_space=not args.no_space_check, compression=args.compression)
     except LicSweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
