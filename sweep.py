@@ -6,6 +6,8 @@
     python sweep.py model=hyperprior,checkerboard lmbda=0.013,0.025   # narrow the grid
     python sweep.py hydra/launcher=local                   # one job per GPU (see conf/hydra/launcher)
     python sweep.py --dry-run [overrides]                  # print the planned runs only
+    python sweep.py --dry-run --for-device "NVIDIA H200" experiment=seminar data.root=...   # hours and loader
+                                                           # check with that device's figures (a login node)
     python sweep.py status [overrides]                     # done / running / failed / pending
     python sweep.py --ladder [overrides]                   # anchors from scratch, the rest fine-tuned
     python sweep.py --ladder --dry-run [overrides]         # the runs and the ladder's multiruns in order
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python sweep.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs, train nothing")
+    parser.add_argument("--for-device", default=None, metavar="NAME",
+                        help="--dry-run: estimate with the figures measured on NAME (a device in benchmarks/throughput.json "
+                             "or outputs/throughput.json, e.g. 'NVIDIA H200'), not this machine's")
     parser.add_argument("--no-analysis", action="store_true", help="skip the RD plot and tables at the end")
     parser.add_argument("--ladder", action="store_true",
                         help="train each rate tier's highest lambda from scratch, then fine-tune the other lambdas "
@@ -48,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = args.overrides[1:] if show_status else args.overrides
 
     if args.dry_run or show_status:
-        rows = plan(overrides, with_cost=args.dry_run)
+        rows = plan(overrides, with_cost=args.dry_run, device=args.for_device)
         if args.ladder:  # each run as its ladder step composes it (fine-tunes: init_from, ladder.finetune)
             steps = ladder_steps(overrides, rows)
-            rows = [row | {"step": i} for i, step in enumerate(steps) for row in plan(step, with_cost=args.dry_run)]
+            rows = [row | {"step": i} for i, step in enumerate(steps)
+                    for row in plan(step, with_cost=args.dry_run, device=args.for_device)]
         if args.dry_run:
             print_plan(rows)
             for i, step in enumerate(steps if args.ladder else []):

@@ -10,9 +10,10 @@ from entry import compose, run_config
 from sweeps.grid import grid_overrides
 
 
-def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
+def plan(overrides: list[str], with_cost: bool = False, device: str | None = None) -> list[dict]:
     """Each job's config (composed once and validated), run directory and config fingerprint, for
-    --dry-run, status and the ladder."""
+    --dry-run, status and the ladder; with_cost: steps, hours and the loader's crops/s (from the figures
+    measured on `device`, a name in the throughput tables; default this machine's)."""
     from codec.runs.cost import data_sizes, evaluation_megapixels, load_table, run_cost
     from codec.schema import config_fingerprint
     from codec.training.schedulers import scheduler_settings
@@ -32,13 +33,15 @@ def plan(overrides: list[str], with_cost: bool = False) -> list[dict]:
                      "slots": launcher_slots(cfg.hydra.launcher)})
         if with_cost:  # steps and estimated hours from the measured throughput table (codec/runs/cost.py)
             key = (c.data.format, c.data.root, c.data.list_file, c.data.val_fraction)
-            if key not in images:
-                images[key] = data_sizes(c)
+            if key + (c.data.patch_size,) not in images:
+                images[key + (c.data.patch_size,)] = data_sizes(c, loader=True)
             sets = (tuple(c.eval.sets), c.eval.sets_root, c.eval.max_images)
             if sets not in pixels:
                 pixels[sets] = evaluation_megapixels(c)
-            train_images, val_images = images[key]
-            rows[-1].update(run_cost(c, table, train_images, pixels[sets], val_images))
+            train_images, val_images, per_core = images[key + (c.data.patch_size,)]
+            rows[-1].update(run_cost(c, table, train_images, pixels[sets], val_images, device))
+            rows[-1]["data"] = {"source": c.data.root, "format": str(c.data.format), "patch": c.data.patch_size,
+                                "num_workers": str(c.data.num_workers), "per_core": per_core}
     return rows
 
 
@@ -58,14 +61,16 @@ def launcher_slots(launcher) -> tuple[int | None, str]:
 
 
 PLAN_ONLY = ["run_dir", "fingerprint", "job", "finetune", "sweep_dir", "refine_anchor", "sweep_name", "slots", "step",
-             "figures"]
+             "figures", "data", "device"]
 
 
 def print_plan(rows: list[dict]) -> None:
     import pandas as pd
 
-    from codec.runs.cost import THROUGHPUT_FILE, device_key
+    from codec.runs.cost import THROUGHPUT_FILE, device_key, loader_check
 
+    device = rows[0].get("device") if rows else None
+    device = device or device_key()
     frame = pd.DataFrame(rows).drop(columns=[c for c in PLAN_ONLY if c in rows[0]] if rows else [])
     if "est. hours" in frame:
         frame["est. hours"] = frame["est. hours"].map(lambda h: "?" if h is None or h != h else f"{h:.2f}")
@@ -83,7 +88,7 @@ def print_plan(rows: list[dict]) -> None:
             slots, how = rows[0]["slots"]
             wall = sweep_wall_hours(rows, slots)
             print(f"estimated: {sum(known):.2f} job-hours in all" + (f"; {_clock(wall)} wall, {how}" if wall else "")
-                  + f" on {device_key()}")
+                  + f" on {device}")
             figures = [r["figures"] for r in rows if r.get("figures")]
             for source in sorted({f["source"] for f in figures}):
                 print(f"  figures from {source}")
@@ -98,9 +103,11 @@ def print_plan(rows: list[dict]) -> None:
                 print(f"  note: measured with {'/'.join(map(str, sorted(at_once)))} jobs at once, planned with {slots}: "
                       "each job's speed differs")
         else:
-            print(f"no measured throughput for {device_key()} in {THROUGHPUT_FILE.relative_to(REPO)} or "
+            print(f"no measured throughput for {device} in {THROUGHPUT_FILE.relative_to(REPO)} or "
                   "outputs/throughput.json: any sweep on this machine files its figures at its end (or run `make bench`,"
                   " or `make gpu-check` on a GPU) for hour estimates")
+    for line in loader_check(rows):
+        print(line)
 
 
 def _clock(hours: float) -> str:

@@ -161,3 +161,23 @@ def test_training_from_the_zip_and_from_its_packed_copy(vimeo, tmp_path, form):
     assert summary["train_steps"] == 2
     card = json.loads((tmp_path / "run" / "repro.json").read_text())
     assert card["train_data"]["files"] == 7 * len(vimeo["lists"]["train"]) - (form == "packed")
+
+
+def test_the_dry_run_checks_the_loader_against_the_devices_rate(vimeo, tmp_path):
+    """--dry-run --for-device: the hours and the loader check with another device's figures (a login node
+    planning for GPU nodes); a model the device trains faster than the loader crops is warned about."""
+    figures = {"Test GPU": {"hyperprior": {"N": 128, "M": 192, "patch": 256, "batch": 16, "images_per_s": 1e6,
+                                           "source": "test"},
+                            "factorized": {"N": 128, "M": 192, "patch": 256, "batch": 16, "images_per_s": 1.0,
+                                           "source": "test"}}}
+    (tmp_path / "throughput.json").write_text(json.dumps(figures))
+    out = subprocess.run([sys.executable, "sweep.py", "--dry-run", "--for-device", "Test GPU", "experiment=seminar",
+                          "model=hyperprior,factorized", "lmbda=0.0067", "data.format=zip", f"data.root={vimeo['zip']}",
+                          "data.num_workers=1"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LIC_SWEEP_LOCAL_THROUGHPUT": str(tmp_path / "throughput.json")})
+    assert out.returncode == 0, out.stderr
+    assert "on Test GPU" in out.stdout and f"data {vimeo['zip']} (zip): " in out.stdout
+    lines = {line.split(":")[0].strip(): line for line in out.stdout.splitlines() if " crops/s on Test GPU" in line}
+    assert "WARNING: the loader would starve it" in lines["hyperprior N=128 M=192"]
+    assert "python -m codec.prepare" in lines["hyperprior N=128 M=192"]
+    assert lines["factorized N=128 M=192"].endswith("keeps up")

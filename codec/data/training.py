@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,24 @@ class CropDataset(Dataset):
             tensor = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)
             return tensor, "\n".join(skipped)
         raise LicSweepError(f"no usable image among {len(self.files)} files (first: {self.files[0]})")
+
+
+def crops_per_second(items: list, patch_size: int, sample: int = 24, seconds: float = 2.0) -> float:
+    """Random training crops per second on one core (this process, torch on one thread) from `sample` images
+    spread over `items`, each decoded at every access as training does: what one loader worker gives."""
+    picks = [items[round(k * (len(items) - 1) / max(1, sample - 1))] for k in range(min(sample, len(items)))]
+    dataset = CropDataset(picks, patch_size, train=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dataset[0]  # the first access opens files and maps (a worker does so once)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or done < len(picks):
+            dataset[done % len(picks)]
+            done += 1
+        return done / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,

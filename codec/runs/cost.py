@@ -126,7 +126,7 @@ def job_hours(entry: dict, config, steps: int, eval_megapixels: float | None, pe
 
 
 def run_cost(config, table: dict | None = None, train_images: int | None = None,
-             eval_megapixels: float | None = None, val_images: int | None = None) -> dict:
+             eval_megapixels: float | None = None, val_images: int | None = None, device: str | None = None) -> dict:
     """steps/epoch, total steps, the estimated hours of the whole job (None where not known) and the measured
     figures they come from."""
     t, d, m = config.trainer, config.data, config.model
@@ -134,11 +134,12 @@ def run_cost(config, table: dict | None = None, train_images: int | None = None,
     total = None if per_epoch is None else t.epochs * per_epoch
     if t.max_steps:
         total = min(total, t.max_steps) if total is not None else t.max_steps
-    entry = pick_entry(table if table is not None else load_table(), device_key(config.device), m.name, m.N, m.M,
+    device = device or device_key(config.device)
+    entry = pick_entry(table if table is not None else load_table(), device, m.name, m.N, m.M,
                        d.patch_size, d.batch_size)
     hours = job_hours(entry, config, total, eval_megapixels, per_epoch, val_images) \
         if entry and total is not None else None
-    return {"steps/epoch": per_epoch, "total steps": total, "est. hours": hours, "figures": entry}
+    return {"steps/epoch": per_epoch, "total steps": total, "est. hours": hours, "figures": entry, "device": device}
 
 
 def sweep_wall_hours(rows: list[dict], slots: int | None) -> float | None:
@@ -156,17 +157,67 @@ def sweep_wall_hours(rows: list[dict], slots: int | None) -> float | None:
     return wall
 
 
-def data_sizes(config) -> tuple[int | None, int | None]:
-    """How many training and validation samples the run's data gives (None if data.root is not there)."""
-    from codec.data.training import split_files
+def data_sizes(config, loader: bool = False) -> tuple[int | None, int | None, float | None]:
+    """How many training and validation samples the run's data gives (None if data.root is not there) and,
+    with `loader`, the random crops per second one loader worker makes from it on this machine."""
+    from codec.data.training import crops_per_second, split_files
     from codec.errors import LicSweepError
 
     d = config.data
     try:
         split = split_files(d.format, d.root, d.val_fraction, d.list_file)
+        rate = crops_per_second(split.train, d.patch_size) if loader and split.train else None
     except (LicSweepError, OSError):
-        return None, None
-    return len(split.train), len(split.val)
+        return None, None, None
+    return len(split.train), len(split.val), rate
+
+
+def images_per_second(entry: dict, model: str, N: int, M: int, patch: int) -> float:
+    """The training rate (crops/s) a measured entry gives at this size (carried by MACs per pixel and crop area)."""
+    return entry["images_per_s"] * entry["patch"] ** 2 * macs_per_pixel(model, entry["N"], entry["M"]) / (
+        patch ** 2 * macs_per_pixel(model, N, M))
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_check(rows: list[dict]) -> list[str]:
+    """Lines for the dry run: per data source, the loader's crops/s on this machine's CPUs (measured for one
+    worker, times the workers data.num_workers gives a job here, shared among the jobs the launcher runs at
+    once) against what each model trains per second on the estimate's device, with a warning where the loader
+    would starve it."""
+    from codec.data.training import loader_workers
+
+    lines, sources = [], {}
+    for r in rows:
+        if r.get("data") and r["data"]["per_core"] is not None:
+            sources.setdefault(r["data"]["source"], []).append(r)
+    for source, runs in sources.items():
+        data = runs[0]["data"]
+        given = loader_workers(data["num_workers"])
+        workers = max(1, given)  # 0: the training process loads, between its steps
+        lines.append(f"data {source} ({data['format']}): {data['per_core']:,.0f} random {data['patch']}px crops/s per "
+                     f"loader worker here; data.num_workers={data['num_workers']} gives "
+                     f"{given or 'none (the training process loads between steps)'} on this machine's {_cpus()} CPUs")
+        shown = set()
+        for r in runs:
+            entry, key = r.get("figures"), (r["model"], r["N"], r["M"], r.get("step", 0))
+            if not entry or key in shown:
+                continue
+            shown.add(key)
+            at_once = min(r["slots"][0] or len(rows), sum(1 for o in rows if o.get("step", 0) == r.get("step", 0)))
+            usable = min(workers, max(1, _cpus() // max(1, at_once)))
+            have, need = data["per_core"] * usable, images_per_second(entry, r["model"], r["N"], r["M"], data["patch"])
+            shared = f", {at_once} jobs at once: {usable} worker(s) each" if at_once > 1 else ""
+            verdict = "keeps up" if have >= need else (
+                f"WARNING: the loader would starve it: {math.ceil(need / data['per_core'])} workers needed at this rate"
+                + ("; pack the data once (`python -m codec.prepare`, about 13x the crops/s per worker: "
+                   "benchmarks/README.md) or give each job more CPUs" if data["format"] != "packed"
+                   else "; give each job more CPUs"))
+            lines.append(f"  {r['model']} N={r['N']} M={r['M']}: trains ~{need:,.0f} crops/s on {r['device']}; the "
+                         f"loader gives ~{have:,.0f}{shared}: {verdict}")
+    return lines
 
 
 def evaluation_megapixels(config) -> float | None:
