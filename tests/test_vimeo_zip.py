@@ -90,6 +90,23 @@ def test_the_zip_read_in_place_is_the_unpacked_folder(vimeo):
         split_files("vimeo", vimeo["zip"], 0.1, "sep_trainlist.txt")
 
 
+def test_a_corrupt_member_is_named_and_skipped_not_decoded(vimeo, tmp_path):
+    """A member whose bytes changed after the zip was written (a bad download or disk): its CRC fails, the
+    crop is replaced by the next image, and the member is named."""
+    from codec.data.images import UnreadableImage
+
+    broken = tmp_path / "vimeo_septuplet.zip"
+    data = bytearray(vimeo["zip"].read_bytes())
+    item = split_files("zip", vimeo["zip"], 0.1).train[3]
+    data[item.offset + 30 + len(item.member) + item.stored // 2] ^= 0xFF  # a byte inside the member's data
+    broken.write_bytes(bytes(data))
+    split = split_files("zip", broken, 0.1)
+    with pytest.raises(UnreadableImage, match=r"vimeo_septuplet.zip:vimeo_septuplet/sequences/.*/im\d.png: "):
+        split.train[3].read()
+    tensor, skipped = CropDataset(split.train, 48, True)[3]
+    assert tensor.shape == (3, 48, 48) and skipped.startswith(f"{broken}:{item.member} (cannot be decoded)")
+
+
 def test_packing_the_zip_on_two_workers_gives_the_folders_shards(vimeo, tmp_path, capsys):
     index = packing.prepare(vimeo["zip"], tmp_path / "packed", workers=2, shard_bytes=200_000)
     out = capsys.readouterr().out

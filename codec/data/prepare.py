@@ -50,6 +50,7 @@ MARGIN = 1 << 30  # disk space left free beyond the estimate
 # (benchmarks/README.md, "Training-data loading")
 ZLIB_LEVEL = 1
 COMPRESSIONS = ("none", "zlib")
+NAMED = 20  # unreadable images named one by one; the rest are counted
 
 
 def _decode(item, compression: str | None = None):
@@ -166,6 +167,8 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
     shard, offset, pending, pending_bad = done["shards"], 0, [], []
     handle = open(_shard_path(out, shard), "wb")
     start, total_bytes, shown = time.monotonic(), 0, time.monotonic()
+    tty = sys.stdout.isatty()  # a terminal: one progress line rewritten every second; a log: a line every 10 s
+    every = min(progress_seconds, 1.0) if tty else progress_seconds
 
     def close_shard() -> None:
         nonlocal shard, offset, handle, pending, pending_bad
@@ -185,7 +188,11 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
         for n, ((group, path), (data, shape)) in enumerate(zip(todo, decoded), start=done["items"] + 1):
             name = item_name(path, src)
             if data is None:  # shape holds why
-                print(f"left out: {shape}")
+                bad = len(done["unreadable"]) + len(pending_bad)
+                if bad < NAMED:
+                    print(f"left out: {shape}")
+                elif bad == NAMED:
+                    print(f"left out: more unreadable images; they are counted, and listed in {out / INDEX}")
                 pending_bad.append(name)
                 continue
             handle.write(data)
@@ -196,11 +203,13 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
             if offset >= shard_bytes:
                 close_shard()
             now = time.monotonic()
-            if now - shown >= progress_seconds or n == len(items):
+            if now - shown >= every or n == len(items):
                 shown, rate = now, (n - len(items) + len(todo)) / max(now - start, 1e-9)
-                print(f"packed {n:,} of {len(items):,} images ({100 * n / len(items):.1f}%), "
-                      f"{total_bytes / 1e9:.2f} GB this session, {rate:.0f} images/s, "
-                      f"ETA {_clock((len(items) - n) / max(rate, 1e-9))}", flush=True)
+                bar = "#" * int(30 * n / len(items))
+                print(f"{'[' + bar.ljust(30) + '] ' if tty else ''}packed {n:,} of {len(items):,} images "
+                      f"({100 * n / len(items):.1f}%), {total_bytes / 1e9:.2f} GB this session, {rate:.0f} images/s, "
+                      f"ETA {_clock((len(items) - n) / max(rate, 1e-9))}",
+                      end="\r" if tty and n < len(items) else "\n", flush=True)
         if pending or pending_bad:
             close_shard()
     except OSError as exc:
@@ -216,6 +225,8 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
     (out / PROGRESS).unlink(missing_ok=True)
     size = sum(p.stat().st_size for p in out.glob("shard-*.u8"))
     elapsed = time.monotonic() - start
+    if tty:  # the progress line may end in a carriage return (the last image was unreadable)
+        print(" " * 150, end="\r")
     print(f"packed {len(index['images'])} images of {src} into {out}: {index['shards']} shards, {size / 1e9:.2f} GB, "
           f"{len(todo) / max(elapsed, 1e-9):.0f} images/s on {workers} worker(s)"
           + (f"; {len(index['unreadable'])} unreadable left out" if index["unreadable"] else ""))

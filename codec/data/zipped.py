@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -25,29 +26,47 @@ from codec.errors import LicSweepError
 
 VIMEO_LISTS = ("sep_trainlist.txt", "tri_trainlist.txt")
 
-_OPEN: dict[tuple[int, Path], zipfile.ZipFile] = {}  # (process, archive): opened once per loader worker
+_OPEN: dict[tuple[int, Path], io.BufferedReader] = {}  # (process, archive): its file, opened once per loader worker
 
 
-def _archive(path: Path) -> zipfile.ZipFile:
+def _file(path: Path) -> io.BufferedReader:
     key = (os.getpid(), path)  # a forked worker opens its own: a shared file offset would mix members
     if key not in _OPEN:
-        _OPEN[key] = zipfile.ZipFile(path)
+        _OPEN[key] = open(path, "rb")
     return _OPEN[key]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZipImage:
-    """One image member of a zip archive. `name` is its path relative to the data's root (as in the unpacked
-    folder), `nbytes` the member's size (the PNG's bytes, as the unpacked file's size: the data manifest)."""
+    """One image member of a zip archive, read by its offset (a worker reads the member's bytes straight from
+    the file: parsing the central directory of Vimeo's 640,000 members takes ~4 s and ~400 MB per process).
+    `name` is its path relative to the data's root (as in the unpacked folder), `nbytes` the member's size
+    (the PNG's bytes, as the unpacked file's size: the data manifest)."""
     archive: Path
     member: str
     name: str
     nbytes: int
+    offset: int  # of the member's local header
+    stored: int  # compressed size
+    method: int  # zipfile.ZIP_STORED or ZIP_DEFLATED
+    crc: int
 
     def read(self) -> np.ndarray:
         try:
-            data = _archive(self.archive).read(self.member)
-        except (zipfile.BadZipFile, zlib.error, OSError, KeyError, EOFError) as exc:
+            f = _file(self.archive)
+            f.seek(self.offset)
+            header = f.read(30)
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                raise UnreadableImage(f"{self}: no zip member at byte {self.offset} (the archive changed or is cut short)")
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            f.seek(self.offset + 30 + name_length + extra_length)
+            data = f.read(self.stored)
+            if self.method == zipfile.ZIP_DEFLATED:
+                data = zlib.decompress(data, -15)
+            if len(data) != self.nbytes or zlib.crc32(data) != self.crc:
+                raise UnreadableImage(f"{self}: its bytes do not match the archive's CRC (a corrupt or cut-short "
+                                      "download: `python -m codec.datasets fetch` verifies it)")
+        except (zlib.error, OSError) as exc:
             raise UnreadableImage(f"{self}: {exc}") from None
         return read_rgb(io.BytesIO(data), name=str(self))
 
@@ -55,12 +74,22 @@ class ZipImage:
         return f"{self.archive}:{self.member}"
 
 
-def _listing(archive: Path) -> list[zipfile.ZipInfo]:
+def _image(archive: Path, info: zipfile.ZipInfo, name: str) -> ZipImage:
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+        raise LicSweepError(f"data.root: {archive}:{info.filename} is encrypted or compressed with method "
+                            f"{info.compress_type}; data.format=zip reads stored and deflated members (unpack it, or "
+                            "pack it with `python -m codec.prepare` from the unpacked folder)")
+    return ZipImage(archive, info.filename, name, info.file_size, info.header_offset, info.compress_size,
+                    info.compress_type, info.CRC)
+
+
+def _listing(archive: Path) -> tuple[list[zipfile.ZipInfo], zipfile.ZipFile]:
+    """The archive's file members, and the archive opened (to read its list file; the caller closes it)."""
     if not archive.is_file():
         raise LicSweepError(f"data.root: {archive} is not a file (data.format=zip reads a .zip archive)")
     try:
-        with zipfile.ZipFile(archive) as zf:
-            return [i for i in zf.infolist() if not i.is_dir()]
+        zf = zipfile.ZipFile(archive)
+        return [i for i in zf.infolist() if not i.is_dir()], zf
     except (zipfile.BadZipFile, OSError) as exc:
         raise LicSweepError(f"data.root: {archive} is not a readable zip archive ({exc}); an interrupted download? "
                             "`python -m codec.datasets fetch` resumes and verifies it") from None
@@ -70,7 +99,12 @@ def zip_groups(archive: str | Path, list_file: str | None = None) -> dict[str, l
     """{group: [ZipImage, ...]} of an archive, grouped and named as the unpacked folder would be by
     codec.data.training.source_groups (a Vimeo sequence; or one image per group)."""
     archive = Path(archive).resolve()
-    infos = _listing(archive)
+    infos, zf = _listing(archive)
+    with zf:
+        return _groups(archive, infos, zf, list_file)
+
+
+def _groups(archive: Path, infos: list[zipfile.ZipInfo], zf: zipfile.ZipFile, list_file: str | None):
     wanted = (list_file,) if list_file else VIMEO_LISTS
     lists = sorted((i for i in infos if PurePosixPath(i.filename).name in wanted and
                     len(PurePosixPath(i.filename).parts) <= 2), key=lambda i: (len(i.filename), i.filename))
@@ -79,15 +113,14 @@ def zip_groups(archive: str | Path, list_file: str | None = None) -> dict[str, l
                             "Vimeo-90k's zips hold sep_trainlist.txt or tri_trainlist.txt, an image archive none: "
                             "set data.list_file=null to read every image in it")
     if not lists:  # a zip of images, as a folder
-        groups = {i.filename: [ZipImage(archive, i.filename, i.filename, i.file_size)] for i in sorted(
+        groups = {i.filename: [_image(archive, i, i.filename)] for i in sorted(
             infos, key=lambda i: i.filename) if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES}
         if not groups:
             raise LicSweepError(f"data.root: {archive} holds no PNG or JPEG images")
         return groups
     listed = lists[0]
     prefix = listed.filename[:-len(PurePosixPath(listed.filename).name)]
-    with zipfile.ZipFile(archive) as zf:
-        names = [line.strip() for line in zf.read(listed).decode().splitlines() if line.strip()]
+    names = [line.strip() for line in zf.read(listed).decode().splitlines() if line.strip()]
     if not names:
         raise LicSweepError(f"data.list_file: {archive}:{listed.filename} lists no sequences")
     frames: dict[str, list[ZipImage]] = {}
@@ -96,8 +129,7 @@ def zip_groups(archive: str | Path, list_file: str | None = None) -> dict[str, l
         path = info.filename
         if path.startswith(start) and path.endswith(".png") and PurePosixPath(path).name.startswith("im"):
             relative = path[len(prefix):]
-            frames.setdefault(relative[len("sequences/"):].rsplit("/", 1)[0], []).append(
-                ZipImage(archive, path, relative, info.file_size))
+            frames.setdefault(relative[len("sequences/"):].rsplit("/", 1)[0], []).append(_image(archive, info, relative))
     missing = [n for n in names if n not in frames]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
