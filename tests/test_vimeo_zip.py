@@ -65,6 +65,18 @@ def test_the_training_manifests_and_a_fetch_from_a_mirror_that_keeps_the_zip(vim
     assert fetch("vimeo90k-septuplet", tmp_path / "sets", source=mirror) == folder  # already fetched: left as it is
 
 
+def test_a_training_set_is_read_no_further_than_its_manifests_max_size(vimeo, tmp_path, monkeypatch):
+    from codec.data import test_sets
+
+    raw = json.loads((test_sets.MANIFESTS / "vimeo90k-septuplet.json").read_text())
+    raw["files"][0]["max_size"] = 10_000
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "vimeo90k-septuplet.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(test_sets, "MANIFESTS", tmp_path / "manifests")
+    with pytest.raises(test_sets.TooLarge, match=r"over the limit of 10,000 bytes"):
+        fetch("vimeo90k-septuplet", tmp_path / "sets", source=str(vimeo["zip"].parent), trust_first_download=True)
+
+
 def test_the_zip_read_in_place_is_the_unpacked_folder(vimeo):
     from_zip = split_files("zip", vimeo["zip"], 0.1)  # no list file named: Vimeo's own is found inside
     from_folder = split_files("vimeo", vimeo["folder"], 0.1, "sep_trainlist.txt")

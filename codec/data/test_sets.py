@@ -298,6 +298,14 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
             print(f"{m.name}: {entry.name} from {url}" + (f" (resuming at {part.stat().st_size} bytes)"
                                                             if part.exists() else ""))
             declared = entry.size is not None
+            have = part.stat().st_size if part.exists() else 0
+            free = shutil.disk_usage(downloads).free
+            if declared and entry.size - have > free:
+                raise LicSweepError(f"{entry.name}: {entry.size - have:,} bytes still to download, but {downloads} has "
+                                    f"{free:,} free; free some space or fetch into another --dest")
+            if (entry.size or entry.max_size or 0) >= 100e6:  # a large download: what it needs against what is free
+                print(f"  {'' if declared else 'up to '}{(entry.size or entry.max_size) / 1e9:.1f} GB; "
+                      f"{free / 1e9:.1f} GB free in {downloads}")
             _download(url, part, entry.size if declared else entry.max_size or max_size, declared)
             pinned[entry.name] = _verify(entry, part, trust_first_download, pinned)
             part.replace(final)
