@@ -73,8 +73,8 @@ def packing_rate(src: Path, out: Path, workers: int) -> float:
 
 
 def writer_rate(tmp: Path, frames: int = 512) -> float:
-    """Frames per second the writing process can take at most: a decoded 448x256 frame passed between
-    processes (pickled, as the worker pool does) and appended to a shard, with no decoding."""
+    """Frames per second the writing process can take at most: a decoded 448x256 frame pickled and unpickled
+    (as the worker pool's pipe does, in this one process) and appended to a file, with no decoding."""
     import pickle
 
     import numpy as np
@@ -143,8 +143,8 @@ def main() -> None:
     for w, rate in packing.items():
         print(f"| {w} | {rate:.0f} | {rate / w:.0f} | {LISTED_FRAMES / rate / 3600:.2f} h here; on 16 workers at this "
               f"rate per worker {LISTED_FRAMES / (rate / w * 16) / 60:.0f} min |")
-    print(f"\nThe writing process alone (a frame through the pool's pipe and into a shard, fsync'ed, on this "
-          f"disk): {writer:.0f} frames/s, {writer * 344e3 / 1e9:.2f} GB/s: packing cannot go faster than "
+    print(f"\nThe writing process alone (a frame pickled and unpickled as through the pool's pipe, appended to a "
+          f"file, fsync'ed at the end, on this disk): {writer:.0f} frames/s, {writer * 344e3 / 1e9:.2f} GB/s: packing cannot go faster than "
           f"{LISTED_FRAMES / writer / 60:.0f} min for the listed frames, whatever the workers")
 
 

@@ -40,6 +40,7 @@ def plan(overrides: list[str], with_cost: bool = False, device: str | None = Non
                 pixels[sets] = evaluation_megapixels(c)
             train_images, val_images, per_core = images[key + (c.data.patch_size,)]
             rows[-1].update(run_cost(c, table, train_images, pixels[sets], val_images, device))
+            rows[-1]["cpus_per_job"] = launcher_cpus(cfg.hydra.launcher)
             rows[-1]["data"] = {"source": c.data.root, "format": str(c.data.format), "patch": c.data.patch_size,
                                 "num_workers": str(c.data.num_workers), "per_core": per_core}
     return rows
@@ -60,8 +61,15 @@ def launcher_slots(launcher) -> tuple[int | None, str]:
     return 1, "one job at a time (Hydra's basic launcher)"
 
 
+def launcher_cpus(launcher) -> int | None:
+    """The CPUs each job gets where the launcher gives each its own (Slurm's cpus_per_task), else None."""
+    if "submitit" in str(launcher.get("_target_", "")).lower():
+        return launcher.get("cpus_per_task")
+    return None
+
+
 PLAN_ONLY = ["run_dir", "fingerprint", "job", "finetune", "sweep_dir", "refine_anchor", "sweep_name", "slots", "step",
-             "figures", "data", "device"]
+             "figures", "data", "device", "cpus_per_job"]
 
 
 def print_plan(rows: list[dict]) -> None:

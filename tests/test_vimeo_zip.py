@@ -210,3 +210,75 @@ def test_the_dry_run_checks_the_loader_against_the_devices_rate(vimeo, tmp_path)
     assert "WARNING: the loader would starve it" in lines["hyperprior N=128 M=192"]
     assert "python -m codec.prepare" in lines["hyperprior N=128 M=192"]
     assert lines["factorized N=128 M=192"].endswith("keeps up")
+
+
+def test_hostile_sources_and_outputs_are_refused_with_the_name(vimeo, tmp_path):
+    # Vimeo's layout one folder deeper than its own zip (a re-zipped download): still Vimeo, test list left out
+    deep = tmp_path / "deep.zip"
+    make_vimeo_zip(deep, sequences=10, top="download/vimeo_septuplet")
+    split = split_files("zip", deep, 0.1)
+    assert {z.name.split("/")[1] + "/" + z.name.split("/")[2] for z in split.train + split.val} == set(
+        f"00001/{k:04d}" for k in range(1, 9))
+    # the same without its list files: refused, not read as a folder of images (its test sequences would train)
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(deep) as src, zipfile.ZipFile(bare, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("list.txt"):
+                dst.writestr(info, src.read(info))
+    with pytest.raises(LicSweepError, match=r"looks like Vimeo-90k .* holds no sep_trainlist.txt or tri_trainlist"):
+        split_files("zip", bare, 0.1)
+    # a zip of images in the unpacked folder's order (Path order, not the names' string order)
+    images = tmp_path / "images.zip"
+    png = (vimeo["folder"] / "sequences" / "00001" / "0001" / "im1.png").read_bytes()
+    with zipfile.ZipFile(images, "w") as zf:
+        for name in ("a.png", "a-c.png", "a/b.png"):
+            zf.writestr(name, png)
+    zf_names = [z.name for z in split_files("zip", images, 0.4).train + split_files("zip", images, 0.4).val]
+    with zipfile.ZipFile(images) as zf:
+        zf.extractall(tmp_path / "images")
+    folder = split_files("folder", tmp_path / "images", 0.4)
+    assert sorted(zf_names) == sorted(str(p.relative_to(tmp_path / "images")) for p in folder.train + folder.val)
+    assert [z.name for z in split_files("zip", images, 0.4).train] == [
+        str(p.relative_to(tmp_path / "images")) for p in folder.train]
+    # nothing decodable: refused before packing, naming the first failure (not an empty store)
+    garbage = tmp_path / "garbage.zip"
+    with zipfile.ZipFile(garbage, "w") as zf:
+        for k in range(5):
+            zf.writestr(f"photo{k}.png", b"not a png")
+    with pytest.raises(LicSweepError, match=r"none of the 5 images sampled .*garbage.zip:photo0.png: cannot identify"
+                                            r" image file\)"):
+        packing.prepare(garbage, tmp_path / "out-garbage")
+    # OUT is a file; SRC does not exist; a shard size of nothing
+    assert _prepare([str(vimeo["zip"]), str(vimeo["zip"])]).stderr.startswith("error: OUT ")
+    assert "error: SRC " in _prepare([str(tmp_path / "nope.zip"), str(tmp_path / "o")]).stderr
+    assert "--shard-mb nan" in _prepare([str(vimeo["zip"]), str(tmp_path / "o"), "--shard-mb", "nan"]).stderr
+    # a record that cannot be read: named, with what to do
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "progress.json").write_text("{not json")
+    with pytest.raises(LicSweepError, match=r"progress.json cannot be read .*delete OUT"):
+        packing.prepare(vimeo["zip"], tmp_path / "o2")
+
+
+def test_a_source_that_changed_under_a_partial_packing_is_not_mixed_in(vimeo, tmp_path):
+    other = tmp_path / "vimeo_septuplet.zip"
+    make_vimeo_zip(other, sequences=12)
+    done = packing.prepare(other, tmp_path / "packed", shard_bytes=200_000)
+    progress = {**done, "items": 7, "shards": 1, "images": done["images"][:7]}
+    (tmp_path / "packed" / "index.json").unlink()
+    (tmp_path / "packed" / "progress.json").write_text(json.dumps(progress))
+    make_vimeo_zip(other, sequences=14)  # replaced by a larger download at the same path
+    with pytest.raises(LicSweepError, match=r"holds a partial packing of .*, 70 images, .*not of .*, 84 images"):
+        packing.prepare(other, tmp_path / "packed", shard_bytes=200_000)
+
+
+def test_the_loader_check_gives_slurm_jobs_their_own_cpus():
+    from codec.runs.cost import loader_check
+
+    entry = {"N": 128, "M": 192, "patch": 256, "batch": 16, "images_per_s": 2000.0, "source": "test"}
+    data = {"source": "/data/vimeo.zip", "format": "zip", "patch": 256, "num_workers": "auto", "per_core": 300.0}
+    row = {"model": "hyperprior", "N": 128, "M": 192, "figures": entry, "device": "Test GPU", "data": data}
+    slurm = [row | {"slots": (None, "Slurm"), "cpus_per_job": 8} for _ in range(16)]
+    lines = loader_check(slurm)  # 8 CPUs: 7 workers x 300 = 2,100 crops/s per job, whatever this machine has
+    assert lines[1].endswith("the loader gives ~2,100: keeps up"), lines
+    lines = loader_check([r | {"cpus_per_job": 4} for r in slurm])  # 3 workers: 900 of 2,000
+    assert "the loader gives ~900: WARNING: the loader would starve it: 7 workers needed" in lines[1]

@@ -46,7 +46,8 @@ def read_rgb(path, name: str | None = None) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableImage(f"{name or path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(f"{name or path}: {exc}") from None
+        why = str(exc).replace(" " + repr(path), "") if name else str(exc)  # not PIL's <_io.BytesIO object at 0x..>
+        raise UnreadableImage(f"{name or path}: {why}") from None
 
 
 def list_images(root: str | Path) -> list[Path]:

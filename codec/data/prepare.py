@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -51,6 +52,7 @@ MARGIN = 1 << 30  # disk space left free beyond the estimate
 ZLIB_LEVEL = 1
 COMPRESSIONS = ("none", "zlib")
 NAMED = 20  # unreadable images named one by one; the rest are counted
+IN_FLIGHT = 32  # decoded images per worker that may wait for the writer
 
 
 def _decode(item, compression: str | None = None):
@@ -84,18 +86,26 @@ def _clock(seconds: float) -> str:
 
 
 def estimate(items: list, compression: str | None = None, sample: int = SAMPLE) -> tuple[float, float]:
-    """(bytes written per image, seconds per image on one core), from `sample` images spread over `items`."""
+    """(bytes written per image, seconds per image on one core), from `sample` images spread over `items`;
+    refuses a source of which none of the sampled images can be decoded."""
     picks = [items[round(k * (len(items) - 1) / max(1, sample - 1))] for k in range(min(sample, len(items)))]
-    start, sizes = time.perf_counter(), []
+    start, sizes, failures = time.perf_counter(), [], []
     for item in picks:
-        data, _ = _decode(item, compression)
+        data, detail = _decode(item, compression)
         if data is not None:
             sizes.append(len(data))
+        else:
+            failures.append(detail)
+    if not sizes:
+        raise LicSweepError(f"none of the {len(picks)} images sampled across the source can be decoded (the first: "
+                            f"{failures[0]}); is it the right file?")
     seconds = (time.perf_counter() - start) / max(1, len(picks))
-    return (float(np.mean(sizes)) if sizes else 0.0), seconds
+    return float(np.mean(sizes)), seconds
 
 
 def _source_kind(src: Path, fmt: str | None) -> str:
+    if not src.exists():
+        raise LicSweepError(f"SRC {src} does not exist")
     if fmt in (None, "auto"):
         if src.is_file() and src.suffix.lower() == ".zip":
             return "zip"
@@ -108,12 +118,43 @@ def _source_kind(src: Path, fmt: str | None) -> str:
 
 def _what(source: dict) -> str:
     return (f"{source.get('source')} (format {source.get('format')}, list file {source.get('list_file')}, "
-            f"compression {source.get('compression') or 'none'})")
+            f"{source.get('total', '?')} images, compression {source.get('compression') or 'none'})")
+
+
+def _same(stored: dict, source: dict) -> bool:
+    """Whether a packing record is of this source (a record written before it kept the count and the
+    listing's hash is compared on what it kept)."""
+    return all(stored.get(k) == v for k, v in source.items() if k in stored or k not in ("total", "listing"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LicSweepError(f"{path} cannot be read ({exc}); delete OUT (or choose another) and pack again") from None
+    if not isinstance(value, dict):
+        raise LicSweepError(f"{path} is not a packing record; delete OUT (or choose another) and pack again")
+    return value
+
+
+def _shard_number(path: Path) -> int | None:
+    number = path.stem.split("-", 1)[1]
+    return int(number) if number.isdigit() else None
+
+
+def _listing_digest(items: list, src: Path) -> str:
+    """A hash of the images' names in order: a source that changed under a partial packing is not mixed in."""
+    return hashlib.sha1("\n".join(_name(path, src) for _, path in items).encode()).hexdigest()
+
+
+def _name(item, src: Path) -> str:
+    return item.name if hasattr(item, "read") else str(item.relative_to(src))
 
 
 def item_name(item, src: Path) -> str:
-    """An image's name in the index: relative to the source (a zip member: as in the unpacked folder)."""
-    return item.name if hasattr(item, "read") else str(item.relative_to(src))
+    """An image's name in the index, as it is written: relative to the source (a zip member: as in the unpacked
+    folder). (tests/killpoint.py counts the images written through it.)"""
+    return _name(item, src)
 
 
 def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file: str | None = None,
@@ -125,6 +166,10 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
 
     src, out = Path(src).resolve(), Path(out)
     fmt = _source_kind(src, fmt)
+    if out.exists() and not out.is_dir():
+        raise LicSweepError(f"OUT {out} is a file; name a folder to write the packed store into")
+    if not 0 < shard_bytes < 1 << 40:
+        raise LicSweepError(f"--shard-mb: {shard_bytes / (1 << 20)} MiB; give a size above 0 (default 1024)")
     if fmt == "vimeo" and not list_file:
         list_file = "sep_trainlist.txt"
     workers = worker_count(workers)
@@ -133,34 +178,39 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
     compressed = compression if compression != "none" else None
     groups = source_groups(fmt, src, list_file)
     items = [(group, path) for group, paths in groups.items() for path in paths]
+    if not items:
+        raise LicSweepError(f"SRC {src} holds no images to pack")
     source = {"source": str(src), "format": fmt, "list_file": list_file if fmt != "folder" else None,
-              "compression": compressed}
+              "compression": compressed, "total": len(items), "listing": _listing_digest(items, src)}
     if (out / INDEX).is_file():
-        index = json.loads((out / INDEX).read_text())
-        if {k: index.get(k) for k in source} == source:
+        index = _read_json(out / INDEX)
+        if _same(index, source):
             print(f"{out} is already packed from {src} ({len(index['images'])} images)")
             return index
         raise LicSweepError(f"{out} holds a packed copy of {_what(index)}, not of {_what(source)}; choose another OUT")
     out.mkdir(parents=True, exist_ok=True)
     done = {"images": [], "unreadable": [], "shards": 0, "items": 0, **source}
     if (out / PROGRESS).is_file():
-        saved = json.loads((out / PROGRESS).read_text())
-        if {k: saved.get(k) for k in source} != source:
+        saved = _read_json(out / PROGRESS)
+        if not _same(saved, source):
             raise LicSweepError(f"{out} holds a partial packing of {_what(saved)}, not of {_what(source)}; choose "
                                 "another OUT")
         done = saved
         print(f"resuming: {done['shards']} shards ({done['items']} of {len(items)} images) already packed")
     for stale in out.glob("shard-*.u8"):  # a shard that was being written when packing stopped
-        if int(stale.stem.split("-")[1]) >= done["shards"]:
+        number = _shard_number(stale)
+        if number is not None and number >= done["shards"]:
             stale.unlink()
     todo = items[done["items"]:]
-    per_image, seconds = estimate([path for _, path in todo] or [items[0][1]], compressed)
+    per_image, seconds = estimate([path for _, path in todo], compressed) if todo else (0.0, 0.0)
     need, free = per_image * len(todo), shutil.disk_usage(out).free
-    print(f"{len(items):,} images in {src} ({fmt}), {len(todo):,} to pack: about {need / 1e9:.2f} GB to write "
-          f"({per_image * 1000 / 1e6:.0f} MB per 1,000 images), {free / 1e9:.2f} GB free in {out.resolve()}; about "
-          f"{_clock(seconds * len(todo) / workers)} on {workers} worker(s) ({1 / max(seconds, 1e-9):.0f} images/s per "
-          f"worker on {min(SAMPLE, len(todo))} sampled)", flush=True)
-    if check_space and need + MARGIN > free:
+    layout = (f"Vimeo-90k layout, list file {list_file}" if list_file or fmt == "vimeo" else "every image in it")
+    if todo:
+        print(f"{len(items):,} images in {src} ({fmt}: {layout}), {len(todo):,} to pack: about {need / 1e9:.2f} GB to "
+              f"write ({per_image * 1000 / 1e6:.0f} MB per 1,000 images), {free / 1e9:.2f} GB free in {out.resolve()}; "
+              f"about {_clock(seconds * len(todo) / workers)} on {workers} worker(s) ({1 / max(seconds, 1e-9):.0f} "
+              f"images/s per worker on {min(SAMPLE, len(todo))} sampled)", flush=True)
+    if check_space and todo and need + MARGIN > free:
         raise LicSweepError(f"{out}: packing needs about {need / 1e9:.1f} GB (+{MARGIN / 1e9:.0f} GB margin) but "
                             f"its disk has {free / 1e9:.1f} GB free; choose an OUT on a larger disk, or train from the "
                             "source without packing (data.format=zip reads the archive in place)")
@@ -172,6 +222,8 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
 
     def close_shard() -> None:
         nonlocal shard, offset, handle, pending, pending_bad
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before progress.json says it is (a crash, not only a kill)
         handle.close()
         done["images"] += pending
         done["unreadable"] += pending_bad
@@ -182,8 +234,16 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
 
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and len(todo) > 1 else None
     decode = functools.partial(_decode, compression=compressed)
-    decoded = pool.imap(decode, [path for _, path in todo], chunksize=4) if pool else map(
-        decode, (path for _, path in todo))
+
+    def decoded_in_order():
+        """The decoded images in the source's order, at most IN_FLIGHT per worker ahead of the writer (the
+        workers may decode faster than the disk writes: the rest waits in the source, not in memory)."""
+        step = IN_FLIGHT * workers
+        for first in range(0, len(todo), step):
+            block = [path for _, path in todo[first:first + step]]
+            yield from pool.imap(decode, block, chunksize=4) if pool else map(decode, block)
+
+    decoded = decoded_in_order()
     try:
         for n, ((group, path), (data, shape)) in enumerate(zip(todo, decoded), start=done["items"] + 1):
             name = item_name(path, src)
@@ -220,6 +280,9 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
         if pool:
             pool.terminate()
     _shard_path(out, shard).unlink(missing_ok=True)  # the empty one opened last
+    if not done["images"]:
+        raise LicSweepError(f"none of the {len(items)} images of {src} could be decoded (listed in {out / PROGRESS}); "
+                            "nothing to train on")
     index = {k: v for k, v in done.items() if k not in ("items",)}
     write_json_atomic(index, out / INDEX)
     (out / PROGRESS).unlink(missing_ok=True)
@@ -227,8 +290,8 @@ def prepare(src: str | Path, out: str | Path, fmt: str | None = None, list_file:
     elapsed = time.monotonic() - start
     if tty:  # the progress line may end in a carriage return (the last image was unreadable)
         print(" " * 150, end="\r")
-    print(f"packed {len(index['images'])} images of {src} into {out}: {index['shards']} shards, {size / 1e9:.2f} GB, "
-          f"{len(todo) / max(elapsed, 1e-9):.0f} images/s on {workers} worker(s)"
+    print(f"packed {len(index['images'])} images of {src} into {out}: {index['shards']} shards, {size / 1e9:.2f} GB"
+          + (f", {len(todo) / max(elapsed, 1e-9):.0f} images/s on {workers} worker(s)" if todo else "")
           + (f"; {len(index['unreadable'])} unreadable left out" if index["unreadable"] else ""))
     return index
 
@@ -249,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="zlib: 58%% of the raw size, each crop then costs a 1.3 ms decompression (benchmarks/README.md)")
     parser.add_argument("--no-space-check", action="store_true", help="pack even when the estimate exceeds the free disk")
     args = parser.parse_args(argv)
+    if not 0 < args.shard_mb < 1 << 20:  # also nan and inf
+        parser.error(f"--shard-mb {args.shard_mb}: a size in MiB above 0 (default {SHARD_BYTES >> 20})")
     try:
         prepare(args.src, args.out, args.format, args.list_file, int(args.shard_mb * (1 << 20)), args.workers,
                 check_space=not args.no_space_check, compression=args.compression)

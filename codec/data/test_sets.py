@@ -306,6 +306,10 @@ def fetch(name: str, dest: str | Path | None = None, source: str | None = None,
             if (entry.size or entry.max_size or 0) >= 100e6:  # a large download: what it needs against what is free
                 print(f"  {'' if declared else 'up to '}{(entry.size or entry.max_size) / 1e9:.1f} GB; "
                       f"{free / 1e9:.1f} GB free in {downloads}")
+                if not declared and entry.max_size - have > free:
+                    print(f"  WARNING: {downloads} may be too small for {entry.name} (its size is not known exactly: "
+                          f"up to {entry.max_size / 1e9:.0f} GB; see the manifest's notes); a full disk stops the "
+                          "download, and a rerun resumes it")
             _download(url, part, entry.size if declared else entry.max_size or max_size, declared)
             pinned[entry.name] = _verify(entry, part, trust_first_download, pinned)
             part.replace(final)

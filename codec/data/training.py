@@ -197,7 +197,12 @@ def loader_workers(setting: str, local_world_size: int = 1) -> int:
     """data.num_workers as a number: itself, or for auto the CPUs this process may run on (its affinity
     mask: Slurm's cpus_per_task, taskset, a container's cpuset) shared among the node's training
     processes, less one for the training loop itself, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return loader_workers_for(setting, cpus, local_world_size)
+
+
+def loader_workers_for(setting: str, cpus: int, local_world_size: int = 1) -> int:
+    """data.num_workers as a number for a process given `cpus` CPUs (loader_workers: this process's own)."""
     if setting != "auto":
         return int(setting)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cpus // max(1, local_world_size) - 1))

@@ -3,8 +3,10 @@ Vimeo-90k's vimeo_septuplet.zip or vimeo_triplet.zip as downloaded, or a zip of 
 with nothing unpacked. Each loader worker opens the archive once and decodes the PNG members it draws.
 
 Layout: where data.list_file (else Vimeo's own sep_trainlist.txt or tri_trainlist.txt) is a member of the
-archive (at its top or in one folder, as vimeo_septuplet/sep_trainlist.txt), the archive is Vimeo-90k: the
-listed sequences under sequences/ next to it. Otherwise every PNG and JPEG member is an image, as a folder.
+archive (at any depth, as vimeo_septuplet/sep_trainlist.txt; the shallowest where several), the archive is
+Vimeo-90k: the listed sequences under sequences/ next to it. Otherwise every PNG and JPEG member is an
+image, as a folder (an archive that looks like Vimeo's without a list file is refused: its test sequences
+would be trained on).
 Names are relative to the folder that holds the list file (Vimeo) or to the archive's top (images), exactly
 as the unpacked folder's: the split by name hash, the crops and the data manifest are the unpacked path's.
 """
@@ -61,8 +63,8 @@ class ZipImage:
             name_length, extra_length = struct.unpack("<HH", header[26:30])
             f.seek(self.offset + 30 + name_length + extra_length)
             data = f.read(self.stored)
-            if self.method == zipfile.ZIP_DEFLATED:
-                data = zlib.decompress(data, -15)
+            if self.method == zipfile.ZIP_DEFLATED:  # no further than the declared size (a bomb stops there)
+                data = zlib.decompressobj(-15).decompress(data, self.nbytes + 1)
             if len(data) != self.nbytes or zlib.crc32(data) != self.crc:
                 raise UnreadableImage(f"{self}: its bytes do not match the archive's CRC (a corrupt or cut-short "
                                       "download: `python -m codec.datasets fetch` verifies it)")
@@ -106,21 +108,34 @@ def zip_groups(archive: str | Path, list_file: str | None = None) -> dict[str, l
 
 def _groups(archive: Path, infos: list[zipfile.ZipInfo], zf: zipfile.ZipFile, list_file: str | None):
     wanted = (list_file,) if list_file else VIMEO_LISTS
-    lists = sorted((i for i in infos if PurePosixPath(i.filename).name in wanted and
-                    len(PurePosixPath(i.filename).parts) <= 2), key=lambda i: (len(i.filename), i.filename))
+
+    def is_list(filename: str) -> bool:  # a list file at any depth (or the path given, inside the archive)
+        return any(filename == w or filename.endswith("/" + w) for w in wanted)
+
+    lists = sorted((i for i in infos if is_list(i.filename)), key=lambda i: (i.filename.count("/"), i.filename))
     if list_file and not lists:
-        raise LicSweepError(f"data.list_file: {archive} holds no {list_file} (at its top or in one folder); "
-                            "Vimeo-90k's zips hold sep_trainlist.txt or tri_trainlist.txt, an image archive none: "
-                            "set data.list_file=null to read every image in it")
+        raise LicSweepError(f"data.list_file: {archive} holds no {list_file}; Vimeo-90k's zips hold "
+                            "sep_trainlist.txt or tri_trainlist.txt, an image archive none: set data.list_file=null "
+                            "(prepare: leave out --list-file) to read every image in it")
     if not lists:  # a zip of images, as a folder
+        if any("/sequences/" in "/" + i.filename and PurePosixPath(i.filename).name.startswith("im")
+               for i in infos[:1000]):
+            raise LicSweepError(f"data.root: {archive} looks like Vimeo-90k (sequences/.../im*.png) but holds no "
+                                f"{' or '.join(VIMEO_LISTS)}: name its list file with data.list_file (prepare: "
+                                "--list-file), so that its test sequences stay out of training")
         groups = {i.filename: [_image(archive, i, i.filename)] for i in sorted(
-            infos, key=lambda i: i.filename) if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES}
+            infos, key=lambda i: PurePosixPath(i.filename).parts)  # the order of the unpacked folder's paths
+            if PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES}
         if not groups:
             raise LicSweepError(f"data.root: {archive} holds no PNG or JPEG images")
         return groups
     listed = lists[0]
-    prefix = listed.filename[:-len(PurePosixPath(listed.filename).name)]
-    names = [line.strip() for line in zf.read(listed).decode().splitlines() if line.strip()]
+    prefix = listed.filename[:listed.filename.rfind("/") + 1]  # the folder holding the list file: the data's root
+    try:
+        names = [line.strip() for line in zf.read(listed).decode().splitlines() if line.strip()]
+    except (UnicodeDecodeError, zipfile.BadZipFile, zlib.error, OSError) as exc:
+        raise LicSweepError(f"data.list_file: {archive}:{listed.filename} cannot be read as a list of sequences "
+                            f"({exc})") from None
     if not names:
         raise LicSweepError(f"data.list_file: {archive}:{listed.filename} lists no sequences")
     frames: dict[str, list[ZipImage]] = {}

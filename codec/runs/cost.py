@@ -167,7 +167,7 @@ def data_sizes(config, loader: bool = False) -> tuple[int | None, int | None, fl
     try:
         split = split_files(d.format, d.root, d.val_fraction, d.list_file)
         rate = crops_per_second(split.train, d.patch_size) if loader and split.train else None
-    except (LicSweepError, OSError):
+    except (LicSweepError, OSError, ValueError):
         return None, None, None
     return len(split.train), len(split.val), rate
 
@@ -187,7 +187,7 @@ def loader_check(rows: list[dict]) -> list[str]:
     worker, times the workers data.num_workers gives a job here, shared among the jobs the launcher runs at
     once) against what each model trains per second on the estimate's device, with a warning where the loader
     would starve it."""
-    from codec.data.training import loader_workers
+    from codec.data.training import loader_workers, loader_workers_for
 
     lines, sources = [], {}
     for r in rows:
@@ -207,12 +207,15 @@ def loader_check(rows: list[dict]) -> list[str]:
                 continue
             shown.add(key)
             at_once = min(r["slots"][0] or len(rows), sum(1 for o in rows if o.get("step", 0) == r.get("step", 0)))
-            usable = min(workers, max(1, _cpus() // max(1, at_once)))
+            if r.get("cpus_per_job"):  # Slurm: each job its own cpus_per_task, wherever it runs
+                at_once, usable = 1, max(1, loader_workers_for(data["num_workers"], r["cpus_per_job"]))
+            else:  # the local launcher: the jobs at once share this machine's CPUs
+                usable = min(workers, max(1, _cpus() // max(1, at_once)))
             have, need = data["per_core"] * usable, images_per_second(entry, r["model"], r["N"], r["M"], data["patch"])
             shared = f", {at_once} jobs at once: {usable} worker(s) each" if at_once > 1 else ""
             verdict = "keeps up" if have >= need else (
                 f"WARNING: the loader would starve it: {math.ceil(need / data['per_core'])} workers needed at this rate"
-                + ("; pack the data once (`python -m codec.prepare`, about 13x the crops/s per worker: "
+                + ("; pack the data once (`python -m codec.prepare`, 10-14x the crops/s per worker: "
                    "benchmarks/README.md) or give each job more CPUs" if data["format"] != "packed"
                    else "; give each job more CPUs"))
             lines.append(f"  {r['model']} N={r['N']} M={r['M']}: trains ~{need:,.0f} crops/s on {r['device']}; the "
