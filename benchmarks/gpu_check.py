@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 import torch
@@ -299,7 +300,7 @@ def _packed_row(args, s: dict, part: dict, tmp: Path, shared: dict) -> None:
     packed = tmp / "packed"
     if not packed.exists():
         with quiet():
-            prepare(VIMEO, packed, "vimeo", "sep_trainlist.txt", progress_every=10 ** 9)
+            prepare(VIMEO, packed, "vimeo", "sep_trainlist.txt", progress_seconds=1e9)
     shared["packed"] = packed
     name, batch = "hyperprior", s["batches"][0]
     N, M = s["channels"](name)
@@ -326,12 +327,21 @@ def part_data(args, s: dict, part: dict, report: Report, clock: Clock, tmp: Path
     from codec.data.prepare import prepare
     from codec.data.training import CropDataset, split_files
 
+    from benchmarks.data_loading import vimeo_zip
+
     packed = shared.get("packed") or tmp / "packed"
-    if not packed.exists():
-        with quiet():
-            prepare(VIMEO, packed, "vimeo", "sep_trainlist.txt", progress_every=10 ** 9)
+    with quiet():
+        if not packed.exists():
+            prepare(VIMEO, packed, "vimeo", "sep_trainlist.txt", progress_seconds=1e9)
+        if not (tmp / "packed-zlib").exists():
+            prepare(VIMEO, tmp / "packed-zlib", "vimeo", "sep_trainlist.txt", progress_seconds=1e9, compression="zlib")
+    if not (tmp / "vimeo_septuplet.zip").exists():
+        vimeo_zip(tmp / "vimeo_septuplet.zip", zipfile.ZIP_STORED)
+    # in order of importance: the clock may stop the part after any of them
     sources = {"PNG (decoded per access)": split_files("vimeo", VIMEO, 0.05, "sep_trainlist.txt").train,
-               "packed": split_files("packed", packed, 0.05).train}
+               "packed": split_files("packed", packed, 0.05).train,
+               "zip in place (data.format=zip)": split_files("zip", tmp / "vimeo_septuplet.zip", 0.05).train,
+               "packed zlib": split_files("packed", tmp / "packed-zlib", 0.05).train}
     batch = s["batches"][0]
     cores = os.cpu_count() or 1
     want = shared.get("step_rate", {}).get(("hyperprior", batch, "bf16"))

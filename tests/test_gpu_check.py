@@ -41,8 +41,9 @@ def test_make_gpu_check_quick_on_the_cpu_writes_every_part(tmp_path):
         for key in ("compressai img/s", "fp32 img/s", "bf16 img/s", "fp32 x peer", "fp32 MFU %"):
             assert isinstance(row[key], float) and row[key] > 0, (row["model"], key, row.get(key))
     assert any("packed" in str(r.get("note")) and r["bf16 img/s"] > 0 for r in parts["throughput"])
-    # 2. PNG and packed loaders, each against the step rate of part 1
-    assert {r["source"] for r in parts["data"]} == {"PNG (decoded per access)", "packed"}
+    # 2. PNG, packed, zip and zlib loaders, each against the step rate of part 1
+    assert {r["source"] for r in parts["data"]} == {"PNG (decoded per access)", "packed", "zip in place (data.format=zip)",
+                                                  "packed zlib"}
     assert all(r["crops/s"] > 0 and isinstance(r["keeps up"], bool) for r in parts["data"])
     # 3. finite training and a real-bitstream evaluation in both precisions; the bitstream round trip
     trained = [r for r in parts["correctness"] if r["check"] == "train + evaluate"]
