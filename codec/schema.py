@@ -343,6 +343,7 @@ def validate(cfg: RunConfig, require_data: bool = True) -> RunConfig:
         raise ConfigError("task=eval needs checkpoint=PATH (a .pth file written by run.py or CompressAI)")
     for key in ("N", "M"):
         _positive(f"model.{key}", getattr(cfg.model, key))
+    registry_entry(cfg.model.name).check_channels(cfg.model.N, cfg.model.M)
     if cfg.model.forward_method not in ("twopass", "twopass_faster", "onepass"):
         raise ConfigError(f"model.forward_method={cfg.model.forward_method!r} is not valid; choose twopass, "
                           "twopass_faster or onepass")

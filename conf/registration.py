@@ -1,6 +1,8 @@
 """What the config tree needs registered before Hydra composes it, in one place: the schema
 (codec/schema.py's dataclasses, in Hydra's ConfigStore as `schema`, which conf/config.yaml extends, so
-Hydra rejects unknown keys and wrong types) and the OmegaConf resolvers the YAML files use."""
+Hydra rejects unknown keys and wrong types), the OmegaConf resolvers the YAML files use, and a `model=<name>`
+config for each model another installed package registers (it has no conf/model/<name>.yaml: its entry gives
+its epochs and scheduler)."""
 
 import functools
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from codec.models.registry import model_channels
+from codec.models.registry import PLUGIN_ERRORS, REGISTRY, model_channels, registry_entry
 from codec.models.rate import rate_tier
 from codec.records import layout
 from codec.records.layout import REPO as REPO_ROOT
@@ -44,6 +46,8 @@ def register() -> None:
         # N or M of the model for the rate tier: the config's channel table if it has one, else the registry's.
         "model_channel": lambda name, rate, which, channels: model_channels(
             name, rate, which, OmegaConf.to_container(channels) if channels else None),
+        # N or M for debug=tiny: the model's smallest channels (its registry entry's `tiny`)
+        "tiny_channel": lambda name, which: registry_entry(name).tiny["NM".index(which)],
         "repo_root": lambda: str(REPO_ROOT),
         "run_name": run_name,
         # the folders of a run and a sweep (codec/records/layout.py)
@@ -54,4 +58,12 @@ def register() -> None:
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
-    ConfigStore.instance().store(name="schema", node=RunConfig, provider="lic-sweep")
+    store = ConfigStore.instance()
+    store.store(name="schema", node=RunConfig, provider="lic-sweep")
+    for name, entry in REGISTRY.items():
+        if not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
+            store.store(group="model", name=name, provider="lic-sweep", node={
+                "defaults": [{"/scheduler@_global_.scheduler": entry.scheduler}, "_self_"],
+                "name": name, "epochs": entry.epochs})
+    for name in PLUGIN_ERRORS:  # selectable, so that the config check says why it cannot be used
+        store.store(group="model", name=name, provider="lic-sweep", node={"name": name, "epochs": 1})

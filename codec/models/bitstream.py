@@ -52,7 +52,8 @@ def encode(model, x: torch.Tensor) -> Encoded:
     image_hw = (x.shape[2], x.shape[3])
     if max(image_hw) > MAX_SIDE:
         raise ValueError(f"image of {image_hw} pixels is too large for the 16-bit size header")
-    with _bounded_symbols(model):
+    # no_grad: CompressAI's channel-group codec (ELIC) writes into views that autograd refuses
+    with _bounded_symbols(model), torch.no_grad():
         strings, y_hat = entry_of(model).coding.encode(model, pad(x))
     return Encoded(strings, image_hw, y_hat)
 

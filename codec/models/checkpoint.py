@@ -126,22 +126,31 @@ def model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu")
     meta = ckpt.get("model_meta")
     if meta is not None and not isinstance(meta, dict):
         raise refuse(f"field model_meta is a {type(meta).__name__}, not a record of model name, N and M")
-    from codec.models.registry import CODER_TABLES, REGISTRY, channels_of, entry_for_state_dict
+    from codec.models.registry import CODER_TABLES, PLUGIN_ERRORS, REGISTRY, entry_for_state_dict
 
     meta = meta or {}
     name = meta.get("name")
+    if isinstance(name, str) and name in PLUGIN_ERRORS:
+        raise refuse(f"field model_meta.name is {name!r}: {PLUGIN_ERRORS[name]}")
     if name is not None and (not isinstance(name, str) or name not in REGISTRY):
         raise refuse(f"field model_meta.name is {_shown(name)}, not a registered model ({', '.join(REGISTRY)})")
+    if name is None and not any(set(e.channel_keys) <= set(state_dict) for e in REGISTRY.values()):
+        raise refuse("its state_dict has none of the registered models' analysis transforms (g_a.0.weight and "
+                     "g_a.6.weight, or an entry's own channel_keys)")
+    entry = REGISTRY[name] if name else entry_for_state_dict(state_dict)
     try:
-        N, M = channels_of(state_dict)
+        N, M = entry.channels_of(state_dict)
     except (KeyError, IndexError):
-        raise refuse("its state_dict has no g_a.0.weight and g_a.6.weight (the analysis transform every "
-                     "registered model has)") from None
+        raise refuse(f"its state_dict has no {' and '.join(entry.channel_keys)} (the tensors that give "
+                     f"{entry.name}'s N and M)") from None
     for key, derived in (("N", N), ("M", M)):
         recorded = meta.get(key, derived)
         if type(recorded) is not int or recorded != derived:
             raise refuse(f"field model_meta.{key} is {_shown(recorded)}, but its tensors have {key}={derived}")
-    entry = REGISTRY[name] if name else entry_for_state_dict(state_dict)
+    try:
+        entry.check_channels(N, M)
+    except Exception as exc:
+        raise refuse(str(exc)) from None
     expected = entry.shapes(N, M)
     wrong = [f"{k} {tuple(v.shape)} where {entry.name} N={N} M={M} has {expected[k]}" for k, v in state_dict.items()
              if k in expected and not k.endswith(CODER_TABLES) and tuple(v.shape) != expected[k]]

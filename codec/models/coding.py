@@ -97,18 +97,32 @@ class SerialContextCoding(_Coding):
 
 @dataclass(frozen=True)
 class LatentCodecCoding(_Coding):
-    """Models built from CompressAI latent codecs (HyperpriorLatentCodec around a y codec with two
-    strings, e.g. the checkerboard's anchors and non-anchors): three strings in all."""
+    """Models built from CompressAI latent codecs: a HyperpriorLatentCodec whose y codec gives all strings
+    but the last (a CheckerboardLatentCodec: anchors and non-anchors, 3 strings in all; ELIC's
+    ChannelGroupsLatentCodec: two per channel group, 11 for its five groups), then z's string.
+    The hyper latent is at 1/64 of the padded image (g_a's four stride-2 stages, h_a's two), y at 1/16."""
 
     strings: int = 3
+
+    def latent_hw(self, model, padded_hw: tuple[int, int]) -> tuple[int, int]:
+        return padded_hw[0] // 64, padded_hw[1] // 64
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = model.compress(x)
         return out["strings"], out["y_hat"]
 
     def compressai_shape(self, model, latent_hw: tuple[int, int]) -> dict:
+        from compressai.latent_codecs import ChannelGroupsLatentCodec
+
+        from codec.models.registry import entry_of
+
         h, w = latent_hw
-        return {"y": (model.M, 4 * h, 4 * w), "hyper": (h, w)}
+        y_codec = model.latent_codec["y"]
+        if isinstance(y_codec, ChannelGroupsLatentCodec):
+            y_shape = [(groups, 4 * h, 4 * w) for groups in y_codec.groups]
+        else:
+            y_shape = (entry_of(model).channels_of(model.state_dict())[1], 4 * h, 4 * w)
+        return {"y": y_shape, "hyper": (h, w)}
 
     def decode_latent(self, model, strings: list, latent_hw: tuple[int, int]) -> torch.Tensor:
         return model.latent_codec.decompress(strings, self.compressai_shape(model, latent_hw))["y_hat"]

@@ -1,14 +1,22 @@
 """The model registry: everything about a model in its one entry.
 
 An entry holds the CompressAI class (or ours), how to build it, its channels per rate tier (the
-protocol's N and M, read by the config, the complexity table and the analysis), how it is coded to
-bytes (codec/models/coding.py), its plot label and style, and its name in CompressAI's zoo where it has one.
-Adding a model is one `register(ModelEntry(...))`, one conf/model/<name>.yaml and its tests.
+protocol's N and M, read by the config, the complexity table and the analysis), which tensors of a
+state_dict carry N and M (how a checkpoint's architecture is recognised), its smallest channels (debug=tiny
+and smoke runs), how it is coded to bytes (codec/models/coding.py), its plot label and style, and its name
+in CompressAI's zoo where it has one.
+
+Adding a model here is one `register(ModelEntry(...))`, one conf/model/<name>.yaml and its tests. A model
+in another installed package needs no change here: that package names its ModelEntry under the entry-point
+group `lic_sweep.models` (examples/lic_sweep_example), and carries its epochs and scheduler in the entry
+instead of a YAML file; it is registered when this module is first imported, in every process.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,9 +50,15 @@ def with_derived_buffers(own: dict[str, torch.Tensor], state_dict: dict[str, tor
     return {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS)}, **state_dict}
 
 
-def channels_of(state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(N, M) of a state_dict: g_a's first and last convolutions (the same in every registered model)."""
-    return int(state_dict["g_a.0.weight"].shape[0]), int(state_dict["g_a.6.weight"].shape[0])
+# The state_dict tensors whose first dimension is N and M: g_a's first and last convolutions in Ballé's
+# and Minnen's transforms.
+G_A_CHANNELS = ("g_a.0.weight", "g_a.6.weight")
+
+
+def channels_of(state_dict: dict[str, torch.Tensor], keys: tuple[str, str] = G_A_CHANNELS) -> tuple[int, int]:
+    """(N, M) of a state_dict: the first dimension of the tensors `keys` names (a registry entry's
+    channel_keys)."""
+    return int(state_dict[keys[0]].shape[0]), int(state_dict[keys[1]].shape[0])
 
 
 @dataclass(frozen=True)
@@ -58,11 +72,33 @@ class ModelEntry:
     style: tuple[str, str]  # matplotlib colour and marker
     # `python -m compressai.utils.eval_model -a NAME`, where CompressAI's zoo has the architecture.
     compressai_name: str | None = None
-    # Builder taking (N, M, **options); default: cls(N=N, M=M).
+    # Builder taking (N, M, **options); default: cls(N=N, M=M). It raises ValueError for channels the
+    # architecture cannot take (the config check names them before any work).
     builder: Callable[..., CompressionModel] | None = None
+    # The state_dict tensors whose first dimension is N and M.
+    channel_keys: tuple[str, str] = G_A_CHANNELS
+    # (N, M) for debug=tiny and smoke runs: the smallest the architecture is built with.
+    tiny: tuple[int, int] = (8, 12)
+    # An entry from another package (no conf/model/<name>.yaml): the protocol's epochs and scheduler
+    # (a conf/scheduler/ name), from which its `model=<name>` config is made.
+    epochs: int | None = None
+    scheduler: str | None = None
 
     def build(self, N: int, M: int, **options) -> CompressionModel:
         return self.builder(N=N, M=M, **options) if self.builder else self.cls(N=N, M=M)
+
+    def channels_of(self, state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """(N, M) of a state_dict of this architecture (KeyError where it lacks the channel tensors)."""
+        return channels_of(state_dict, self.channel_keys)
+
+    def check_channels(self, N: int, M: int) -> None:
+        """ConfigError naming model.N and model.M where this architecture cannot be built with them
+        (built without memory: any size costs what the tiny one does)."""
+        try:
+            self.shapes(N, M)
+        except Exception as exc:  # the builder's ValueError, a class's assert, a layer's own check
+            raise ConfigError(f"model={self.name} cannot be built with model.N={N} model.M={M}: "
+                              f"{exc or type(exc).__name__}") from None
 
     def shapes(self, N: int, M: int) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every state_dict entry of this model at (N, M), allocating nothing (a file's
@@ -72,11 +108,11 @@ class ModelEntry:
     def matches(self, state_dict: dict[str, torch.Tensor]) -> bool:
         """Whether `state_dict` has exactly this architecture's parameters and shapes."""
         try:
-            N, M = channels_of(state_dict)
-        except (KeyError, AttributeError, IndexError, TypeError):
+            N, M = self.channels_of(state_dict)
+            expected = self.shapes(N, M)
+        except Exception:  # not this architecture's tensors, or channels it cannot be built with
             return False
-        expected = {k: v for k, v in self.shapes(N, M).items() if not k.endswith(CODER_TABLES)}
-        return expected == parameter_shapes(state_dict)
+        return {k: v for k, v in expected.items() if not k.endswith(CODER_TABLES)} == parameter_shapes(state_dict)
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,6 +125,10 @@ def _shapes_without_memory(name: str, N: int, M: int) -> dict[str, tuple[int, ..
 
 
 REGISTRY: dict[str, ModelEntry] = {}
+# Entries from other packages (the entry-point group), and those that could not be registered, with why.
+ENTRY_POINT_GROUP = "lic_sweep.models"
+PLUGINS: dict[str, str] = {}  # name -> the entry point's value (package:object)
+PLUGIN_ERRORS: dict[str, str] = {}  # name -> why it is not registered
 
 
 def register(entry: ModelEntry) -> ModelEntry:
@@ -97,6 +137,8 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 
 def registry_entry(name: str) -> ModelEntry:
+    if name in PLUGIN_ERRORS:
+        raise ConfigError(PLUGIN_ERRORS[name])
     if name not in REGISTRY:
         raise ConfigError(f"model={name!r} is not registered; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -149,3 +191,70 @@ register(ModelEntry(
     "mean_scale_hyperprior", MeanScaleHyperprior, {"low": (128, 192), "high": (192, 320)},
     HyperpriorCoding(means=True), "Mean-scale hyperprior (Minnen 2018)", ("tab:purple", "v"),
     compressai_name="mbt2018-mean"))
+
+
+# ---- entries from other installed packages -------------------------------------------------------------
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_RATES = ("low", "high")
+
+
+def check_entry(entry) -> None:
+    """ValueError saying what is wrong with an entry from another package, before any work uses it."""
+    if not isinstance(entry, ModelEntry):
+        raise ValueError(f"it is a {type(entry).__name__}, not a codec.models.registry.ModelEntry")
+    if not isinstance(entry.name, str) or not _NAME.fullmatch(entry.name):
+        raise ValueError(f"its name {entry.name!r} is not lower-case letters, digits and _ (it names run folders "
+                         "and `model=<name>`)")
+    if not (isinstance(entry.cls, type) and issubclass(entry.cls, CompressionModel)):
+        raise ValueError(f"its cls {entry.cls!r} is not a compressai.models.CompressionModel subclass")
+    tiers = entry.channels if isinstance(entry.channels, dict) else {}
+    for rate in _RATES:
+        nm = tiers.get(rate)
+        if not (isinstance(nm, tuple) and len(nm) == 2 and all(type(v) is int and v > 0 for v in nm)):
+            raise ValueError(f"its channels[{rate!r}] is {nm!r}, not a (N, M) pair of positive ints")
+    missing = [m for m in ("strings", "encode", "decode_latent", "latent_hw", "compressai_shape")
+               if not hasattr(entry.coding, m)]
+    if missing:
+        raise ValueError(f"its coding {entry.coding!r} lacks {', '.join(missing)} (use one of "
+                         "codec.models.coding's codings, or subclass one)")
+    if type(entry.epochs) is not int or entry.epochs <= 0 or not isinstance(entry.scheduler, str):
+        raise ValueError(f"it has epochs={entry.epochs!r} scheduler={entry.scheduler!r}; an entry without a "
+                         "conf/model/<name>.yaml gives its protocol epochs (an int) and scheduler (plateau or multistep)")
+    for N, M in (entry.tiny, *tiers.values()):
+        entry.check_channels(N, M)
+    with _fake_tensors():
+        built = entry.build(*entry.tiny)
+    if type(built) is not entry.cls:
+        raise ValueError(f"its builder makes a {type(built).__name__}, not its cls {entry.cls.__name__}")
+
+
+def _fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode()
+
+
+def _register_installed() -> None:
+    """Every ModelEntry that an installed package names under the `lic_sweep.models` entry-point group.
+    One that cannot be loaded or checked is not registered; using its name raises why (naming it)."""
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = point.dist.name if point.dist else "an installed package"
+        where = f"entry point {point.name} = {point.value} (group {ENTRY_POINT_GROUP}, from {package})"
+        try:
+            entry = point.load()
+            check_entry(entry)
+            if entry.name != point.name:
+                raise ValueError(f"its ModelEntry is named {entry.name!r}; name the entry point as the model")
+            if entry.name in REGISTRY:
+                owner = PLUGINS.get(entry.name, "lic-sweep's own registry")
+                raise ValueError(f"model {entry.name!r} is already registered by {owner}")
+        except Exception as exc:  # an import error, a wrong object: named, and kept for when it is used
+            PLUGIN_ERRORS[point.name] = (f"model={point.name} cannot be used: {where}: "
+                                         f"{type(exc).__name__ + ': ' if not isinstance(exc, (ValueError, ConfigError)) else ''}{exc}")
+            continue
+        register(entry)
+        PLUGINS[entry.name] = point.value
+
+
+_register_installed()
