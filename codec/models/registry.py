@@ -14,11 +14,13 @@ instead of a YAML file; it is registered when this module is first imported, in 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
+from unittest import mock
 
 import torch
 from compressai.models import (
@@ -118,10 +120,30 @@ class ModelEntry:
 @functools.lru_cache(maxsize=64)
 def _shapes_without_memory(name: str, N: int, M: int) -> dict[str, tuple[int, ...]]:
     # Fake tensors carry shapes and dtypes but no storage: N=200000 costs what N=8 does.
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode():
+    with _fake_tensors():
         return {k: tuple(v.shape) for k, v in REGISTRY[name].build(N, M).state_dict().items()}
+
+
+@contextlib.contextmanager
+def _fake_tensors():
+    """Modules built here get fake tensors (shapes, no storage). CompressAI's sequential_channel_ramp (ELIC's
+    layers) reads its channel counts out of a tensor, which a fake one cannot give: it runs on real tensors,
+    and only its layers are made fake."""
+    from compressai.models import sensetime
+    from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+
+    mode = FakeTensorMode()
+    original = sensetime.sequential_channel_ramp
+
+    def ramp(*args, make_layer, **kwargs):
+        def fake_layer(*layer_args, **layer_kwargs):
+            with mode:
+                return make_layer(*layer_args, **layer_kwargs)
+        with unset_fake_temporarily():
+            return original(*args, make_layer=fake_layer, **kwargs)
+
+    with mock.patch.object(sensetime, "sequential_channel_ramp", ramp), mode:
+        yield
 
 
 REGISTRY: dict[str, ModelEntry] = {}
@@ -227,12 +249,6 @@ def check_entry(entry) -> None:
         built = entry.build(*entry.tiny)
     if type(built) is not entry.cls:
         raise ValueError(f"its builder makes a {type(built).__name__}, not its cls {entry.cls.__name__}")
-
-
-def _fake_tensors():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    return FakeTensorMode()
 
 
 def _register_installed() -> None:
