@@ -76,7 +76,7 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.model, self.optimizer, self.aux_optimizer, self.scheduler = model, optimizer, aux_optimizer, scheduler
         self.main_params, _ = split_parameters(model)
-        self.memory_format = memory_format(config)
+        self.memory_format = memory_format(config, model, device)
         self.criterion = RateDistortionLoss(config.lmbda)
         compile_transforms(model, config.trainer.compile)  # inside the autocast: it compiles the float32 forward
         autocast_transforms(model, config.trainer.precision, device.type)
@@ -318,8 +318,8 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
                             f"images per process in {d.root}; lower data.batch_size")
     torch.manual_seed(config.seed)
     m, o = config.model, config.optimizer
-    model = build_model(m.name, m.N, m.M, forward_method=m.forward_method).to(device,
-                                                                           memory_format=memory_format(config))
+    model = build_model(m.name, m.N, m.M, forward_method=m.forward_method)
+    model = model.to(device, memory_format=memory_format(config, model, device))
     main, aux = split_parameters(model)
     optimizer = torch.optim.Adam(main, lr=o.lr, weight_decay=o.weight_decay, fused=o.fused)
     aux_optimizer = torch.optim.Adam(aux, lr=o.aux_lr, fused=o.fused)
@@ -332,9 +332,18 @@ def build_trainer(config: RunConfig, run_dir: Path) -> Trainer:
     return trainer
 
 
-def memory_format(config: RunConfig) -> torch.memory_format:
-    """Channels-last (NHWC) for the model and batches while training, when trainer.channels_last."""
-    return torch.channels_last if config.trainer.channels_last else torch.contiguous_format
+def memory_format(config: RunConfig, model: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """Channels-last (NHWC) for the model and batches while training, when trainer.channels_last; on the CPU
+    not for a model with a strided 1x1 convolution from fewer than 16 channels (the shortcut of Cheng 2020's
+    first residual block): PyTorch 2.14's CPU backward of such a convolution in channels-last crashes the
+    process with a segmentation fault, at 3 to 12 input channels, on 1 or 2 threads (2026-12-02, this
+    project's 2-core EPYC)."""
+    if not config.trainer.channels_last:
+        return torch.contiguous_format
+    if device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                                    and m.in_channels < 16 for m in model.modules()):
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def _checksum(model: torch.nn.Module) -> torch.Tensor:
