@@ -273,3 +273,18 @@ def test_callbacks_named_in_the_config_join_the_loop_and_a_wrong_one_stops_befor
             train_and_evaluate(config_for(tiny_overrides(tmp_path, f"trainer.callbacks=['{wrong}']")),
                                tmp_path / "wrong")
         assert not (tmp_path / "wrong" / "checkpoints").exists()
+
+
+def test_channels_last_is_not_used_on_the_cpu_where_pytorch_crashes_with_it(tmp_path):
+    """PyTorch 2.14's CPU backward of a strided 1x1 convolution from 3 channels in channels-last segfaults
+    (Cheng 2020's first residual block has one); such a model trains in NCHW on the CPU, the rest in NHWC."""
+    from compressai.layers import ResidualBlockWithStride
+
+    from codec.models.registry import build_model
+    from codec.training.trainer import memory_format
+
+    config = config_for(tiny_overrides(tmp_path, "trainer.channels_last=true"))
+    cpu, cheng_first_block = torch.device("cpu"), ResidualBlockWithStride(3, 8, stride=2)
+    assert memory_format(config, cheng_first_block, cpu) == torch.contiguous_format
+    assert memory_format(config, build_model("hyperprior", 8, 12), cpu) == torch.channels_last
+    assert memory_format(config, cheng_first_block, torch.device("cuda")) == torch.channels_last
