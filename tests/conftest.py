@@ -30,6 +30,15 @@ def kodak_crop(name: str = "kodim23.png", height: int = 128, width: int = 192) -
     return torch.from_numpy(img.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
+def small_channels(name: str) -> tuple[int, int]:
+    """(N, M) for a test model that trains to non-trivial latents in a few steps: twice the entry's tiny
+    channels (16 and 24 for the seminar's models; Cheng 2020's latent has N channels, ELIC's needs M >= 20)."""
+    from codec.models.registry import registry_entry
+
+    N, M = registry_entry(name).tiny
+    return 2 * N, 2 * M
+
+
 def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A few CPU steps of the quickstart with tiny channels and a small evaluation folder."""
     return ["experiment=quickstart_scratch", "debug=tiny", "logger.mode=offline",

@@ -36,7 +36,7 @@ def test_quickstart_run_leaves_checkpoints_results_and_wandb_run(tmp_path, model
                 "config", "wandb_run_id"} <= set(ckpt)
     results = json.loads((run_dir / "results.json").read_text())
     assert set(CONTRACT) <= set(results)
-    assert results["model"] == model and results["lmbda"] == 0.025 and (results["N"], results["M"]) == (8, 12)
+    assert results["model"] == model and results["lmbda"] == 0.025 and (results["N"], results["M"]) == REGISTRY[model].tiny
     assert results["num_images"] == 2 and len(results["per_image"]) == 2
     assert (run_dir / "per_image.csv").read_text().count("\n") == 3
 
@@ -46,7 +46,7 @@ def test_quickstart_run_leaves_checkpoints_results_and_wandb_run(tmp_path, model
     assert run.name == f"{model}_lmbda0.025" and run.group == "quickstart_scratch"
     assert set(run.tags) == {model, "high", "quickstart_scratch"}
     assert (run.config["model"], run.config["lmbda"], run.config["N"], run.config["M"], run.config["rate"]) == \
-        (model, 0.025, 8, 12, "high")
+        (model, 0.025, *REGISTRY[model].tiny, "high")
     assert run.config["scheduler"]["name"] in ("plateau", "multistep")
     for field in ("bpp", "psnr", "ms_ssim", "bits", "enc_time", "dec_time", "num_images"):
         assert run.summary[field] == pytest.approx(results[field])

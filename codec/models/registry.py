@@ -24,12 +24,15 @@ from unittest import mock
 
 import torch
 from compressai.models import (
+    Cheng2020Anchor,
+    Cheng2020Attention,
     CompressionModel,
     FactorizedPrior,
     JointAutoregressiveHierarchicalPriors,
     MeanScaleHyperprior,
     ScaleHyperprior,
 )
+from compressai.models.sensetime import Cheng2020AnchorCheckerboard, Elic2022Chandelier, Elic2022Official
 
 from codec.errors import ConfigError, LicSweepError
 from codec.models.checkerboard import CheckerboardAutoregressive
@@ -81,6 +84,9 @@ class ModelEntry:
     channel_keys: tuple[str, str] = G_A_CHANNELS
     # (N, M) for debug=tiny and smoke runs: the smallest the architecture is built with.
     tiny: tuple[int, int] = (8, 12)
+    # The latent has N channels (Cheng 2020): where a channel table (an experiment's, written for models with
+    # their own M) gives N and M, this model takes N for both. An explicit model.M other than N is refused.
+    m_is_n: bool = False
     # An entry from another package (no conf/model/<name>.yaml): the protocol's epochs and scheduler
     # (a conf/scheduler/ name), from which its `model=<name>` config is made.
     epochs: int | None = None
@@ -192,7 +198,7 @@ def entry_for_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelEntry:
 def model_channels(name: str, rate: str, which: str, channels: dict | None = None) -> int:
     """N or M for the rate tier: from `channels` when the config gives a table, else the registry's."""
     if channels:
-        return int(channels[rate][which])
+        return int(channels[rate]["N" if registry_entry(name).m_is_n else which])
     return registry_entry(name).channels[str(rate)]["NM".index(which)]
 
 
@@ -214,6 +220,50 @@ register(ModelEntry(
     HyperpriorCoding(means=True), "Mean-scale hyperprior (Minnen 2018)", ("tab:purple", "v"),
     compressai_name="mbt2018-mean"))
 
+
+
+def _latent_of_n(cls):
+    """Cheng 2020's models: the latent has N channels (g_a ends in an N->N convolution), so M must be N."""
+    def build(N: int, M: int, **_):
+        if M != N:
+            raise ValueError(f"{cls.__name__}'s latent has N channels: set model.M={N} (equal to model.N)")
+        return cls(N=N)
+    return build
+
+
+def elic_groups(M: int) -> list[int]:
+    """ELIC's five channel groups (He 2022: 16, 16, 32, 64, 192 of M=320) scaled to M; CompressAI's own at 320."""
+    head = [M * share // 320 for share in (16, 16, 32, 64)]
+    if min(head) < 1 or M - sum(head) < 1:
+        raise ValueError(f"ELIC's five channel groups need M >= 20 (model.M={M})")
+    return [*head, M - sum(head)]
+
+
+def _elic(cls):
+    return lambda N, M, **_: cls(N=N, M=M, groups=elic_groups(M))
+
+
+CHENG_KEYS = ("g_a.0.conv1.weight", "g_a.6.weight")  # a residual block first, a plain convolution last
+ELIC_KEYS = ("g_a.0.weight", "g_a.13.weight")
+register(ModelEntry(
+    "cheng2020_anchor", Cheng2020Anchor, {"low": (128, 128), "high": (192, 192)}, SerialContextCoding(),
+    "Cheng 2020 anchor", ("tab:brown", "P"), compressai_name="cheng2020-anchor",
+    builder=_latent_of_n(Cheng2020Anchor), channel_keys=CHENG_KEYS, tiny=(8, 8), m_is_n=True))
+register(ModelEntry(
+    "cheng2020_attention", Cheng2020Attention, {"low": (128, 128), "high": (192, 192)}, SerialContextCoding(),
+    "Cheng 2020 attention", ("tab:pink", "X"), compressai_name="cheng2020-attn",
+    builder=_latent_of_n(Cheng2020Attention), channel_keys=("g_a.0.conv1.weight", "g_a.7.weight"), tiny=(8, 8), m_is_n=True))
+register(ModelEntry(
+    "cheng2020_checkerboard", Cheng2020AnchorCheckerboard, {"low": (128, 128), "high": (192, 192)},
+    LatentCodecCoding(), "Cheng 2020 anchor + checkerboard (CompressAI)", ("tab:gray", "h"),
+    builder=_latent_of_n(Cheng2020AnchorCheckerboard), channel_keys=CHENG_KEYS, tiny=(8, 8), m_is_n=True))
+register(ModelEntry(
+    "elic", Elic2022Official, {"low": (192, 320), "high": (192, 320)}, LatentCodecCoding(strings=11),
+    "ELIC (He 2022)", ("tab:olive", "*"), builder=_elic(Elic2022Official), channel_keys=ELIC_KEYS, tiny=(8, 20)))
+register(ModelEntry(
+    "elic_chandelier", Elic2022Chandelier, {"low": (192, 320), "high": (192, 320)}, LatentCodecCoding(strings=11),
+    "ELIC, Chandelier's context (CompressAI)", ("tab:cyan", "p"), builder=_elic(Elic2022Chandelier),
+    channel_keys=ELIC_KEYS, tiny=(8, 20)))
 
 # ---- entries from other installed packages -------------------------------------------------------------
 
