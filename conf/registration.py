@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from codec.models.registry import PLUGIN_ERRORS, REGISTRY, model_channels, registry_entry
+from codec.models.registry import PLUGIN_ERRORS, PLUGINS, REGISTRY, model_channels, registry_entry
 from codec.models.rate import rate_tier
 from codec.records import layout
 from codec.records.layout import REPO as REPO_ROOT
@@ -48,7 +48,12 @@ def register() -> None:
             name, rate, which, OmegaConf.to_container(channels) if channels else None),
         # N or M for debug=tiny: the model's smallest channels (its registry entry's `tiny`)
         "tiny_channel": lambda name, which: registry_entry(name).tiny["NM".index(which)],
+        # every registered model, as a sweep axis (experiment=zoo_smoke)
+        "registered_models": lambda: ",".join(REGISTRY),
         "repo_root": lambda: str(REPO_ROOT),
+        # the quickstart's base checkpoint for a model: pretrained/<name>.pth, or null where there is none
+        # (a model from another package): its runs then start from scratch
+        "base_checkpoint": lambda name: str(path) if (path := REPO_ROOT / "pretrained" / f"{name}.pth").is_file() else None,
         "run_name": run_name,
         # the folders of a run and a sweep (codec/records/layout.py)
         "single_run_dir": layout.single_run_dir,
@@ -60,10 +65,16 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
     store = ConfigStore.instance()
     store.store(name="schema", node=RunConfig, provider="lic-sweep")
-    for name, entry in REGISTRY.items():
-        if not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
+    schedulers = sorted(p.stem for p in (CONFIG_DIR / "scheduler").glob("*.yaml"))
+    for name, entry in list(REGISTRY.items()):
+        if name in PLUGINS and entry.scheduler not in schedulers:
+            del REGISTRY[name]
+            PLUGIN_ERRORS[name] = (f"model={name} cannot be used: entry point {name} = {PLUGINS[name]}: its scheduler "
+                                   f"{entry.scheduler!r} is not one of {', '.join(schedulers)} (conf/scheduler/)")
+        elif not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
             store.store(group="model", name=name, provider="lic-sweep", node={
                 "defaults": [{"/scheduler@_global_.scheduler": entry.scheduler}, "_self_"],
                 "name": name, "epochs": entry.epochs})
-    for name in PLUGIN_ERRORS:  # selectable, so that the config check says why it cannot be used
-        store.store(group="model", name=name, provider="lic-sweep", node={"name": name, "epochs": 1})
+    for name in set(PLUGIN_ERRORS) - set(REGISTRY):  # selectable, so that the config check says why not
+        store.store(group="model", name=name, provider="lic-sweep", node={
+            "defaults": [{"/scheduler@_global_.scheduler": "plateau"}, "_self_"], "name": name, "epochs": 1})

@@ -130,7 +130,7 @@ def model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu")
 
     meta = meta or {}
     name = meta.get("name")
-    if isinstance(name, str) and name in PLUGIN_ERRORS:
+    if isinstance(name, str) and name in PLUGIN_ERRORS and name not in REGISTRY:
         raise refuse(f"field model_meta.name is {name!r}: {PLUGIN_ERRORS[name]}")
     if name is not None and (not isinstance(name, str) or name not in REGISTRY):
         raise refuse(f"field model_meta.name is {_shown(name)}, not a registered model ({', '.join(REGISTRY)})")

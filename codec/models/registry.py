@@ -15,7 +15,6 @@ instead of a YAML file; it is registered when this module is first imported, in 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.metadata
 import re
 from dataclasses import dataclass
@@ -111,7 +110,11 @@ class ModelEntry:
     def shapes(self, N: int, M: int) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every state_dict entry of this model at (N, M), allocating nothing (a file's
         claimed N and M are checked against these before a model of that size is built)."""
-        return _shapes_without_memory(self.name, N, M)
+        key = (self.name, self.cls, N, M)
+        if key not in _SHAPES:
+            with _fake_tensors():  # shapes, no storage: N=200000 costs what N=8 does
+                _SHAPES[key] = {k: tuple(v.shape) for k, v in self.build(N, M).state_dict().items()}
+        return _SHAPES[key]
 
     def matches(self, state_dict: dict[str, torch.Tensor]) -> bool:
         """Whether `state_dict` has exactly this architecture's parameters and shapes."""
@@ -123,11 +126,7 @@ class ModelEntry:
         return {k: v for k, v in expected.items() if not k.endswith(CODER_TABLES)} == parameter_shapes(state_dict)
 
 
-@functools.lru_cache(maxsize=64)
-def _shapes_without_memory(name: str, N: int, M: int) -> dict[str, tuple[int, ...]]:
-    # Fake tensors carry shapes and dtypes but no storage: N=200000 costs what N=8 does.
-    with _fake_tensors():
-        return {k: tuple(v.shape) for k, v in REGISTRY[name].build(N, M).state_dict().items()}
+_SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}
 
 
 @contextlib.contextmanager
@@ -165,7 +164,7 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 
 def registry_entry(name: str) -> ModelEntry:
-    if name in PLUGIN_ERRORS:
+    if name in PLUGIN_ERRORS and name not in REGISTRY:
         raise ConfigError(PLUGIN_ERRORS[name])
     if name not in REGISTRY:
         raise ConfigError(f"model={name!r} is not registered; choose one of: {', '.join(REGISTRY)}")
