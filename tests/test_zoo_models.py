@@ -72,3 +72,28 @@ def test_an_experiments_channel_table_gives_chengs_latent_n_channels(experiment,
     assert (s.model.N, s.model.M) == channels
     elic = run_config(compose([f"experiment={experiment}", "model=elic", "lmbda=0.05"]), require_data=False)
     assert elic.model.M > elic.model.N
+
+
+def test_zoo_smoke_sweeps_every_registered_model_into_one_report(tmp_path):
+    """experiment=zoo_smoke's grid is the registry (an installed package's models included, tested in
+    test_model_packages); here one lambda, 2 steps, 1 image: every model trains, codes and is plotted."""
+    import json
+    import subprocess
+    import sys
+
+    from sweeps.grid import grid_overrides
+    from tests.conftest import REPO, subprocess_env
+
+    jobs = grid_overrides(["experiment=zoo_smoke"])
+    assert sorted({j for job in jobs for j in job if j.startswith("model=")}) == sorted(f"model={m}" for m in REGISTRY)
+    sweep = tmp_path / "sweep"
+    out = subprocess.run([sys.executable, "sweep.py", "experiment=zoo_smoke", "lmbda=0.0483", "trainer.max_steps=2",
+                          "trainer.steps_per_epoch=2", "eval.max_images=1", "logger.mode=offline",
+                          f"hydra.sweep.dir={sweep}"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env=subprocess_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in (sweep / "runs").glob("*/results.json")]
+    assert sorted(r["model"] for r in results) == sorted(REGISTRY)
+    assert all((r["N"], r["M"]) == REGISTRY[r["model"]].tiny and r["bits"] > 0 for r in results)
+    table = (sweep / "report" / "results.md").read_text()
+    assert all(name in table for name in REGISTRY) and (sweep / "report" / "rd_psnr.png").is_file()
