@@ -41,8 +41,9 @@ def checkpoint_for(name: str, args, tmp: Path) -> tuple[Path, str]:
         torch.save({"state_dict": load_checkpoint(trained)["state_dict"]}, path)
         return path, "quickstart, lambda 0.0067"
     torch.manual_seed(0)
-    torch.save({"state_dict": build_model(name, args.N, args.M).state_dict()}, path)
-    return path, f"untrained N={args.N} M={args.M}"
+    N, M = args.N, (args.N if REGISTRY[name].m_is_n else args.M)  # Cheng 2020: the latent has N channels
+    torch.save({"state_dict": build_model(name, N, M).state_dict()}, path)
+    return path, f"untrained N={N} M={M}"
 
 
 def time_ours(checkpoint: Path, folder: Path, count: int) -> tuple[float, dict]:
@@ -81,8 +82,9 @@ def main() -> None:
     files, _ = list_eval_images(folder, args.images)
     print(header(f"{len(files)} Kodak images (768x512), seconds for the whole evaluation from the checkpoint file, "
                  "entropy coding on CPU"))
-    print("| model | checkpoint | ours s | eval_model s | ratio (ours/theirs) | bpp ours / theirs | PSNR ours / theirs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | checkpoint | ours s | eval_model s | ratio (ours/theirs) | bpp ours / theirs | PSNR ours / theirs "
+          "| encode s/image | decode s/image |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             checkpoint, what = checkpoint_for(name, args, Path(tmp))
@@ -94,7 +96,8 @@ def main() -> None:
                 our_times.append(t)
             peer_s, ours_s = min(peer_times), min(our_times)
             print(f"| {name} | {what} | {ours_s:.2f} | {peer_s:.2f} | {ours_s / peer_s:.2f} | "
-                  f"{ours['bpp']:.4f} / {peer['bpp']:.4f} | {ours['psnr']:.2f} / {peer['psnr-rgb']:.2f} |", flush=True)
+                  f"{ours['bpp']:.4f} / {peer['bpp']:.4f} | {ours['psnr']:.2f} / {peer['psnr-rgb']:.2f} | "
+                  f"{ours['enc_time']:.3f} | {ours['dec_time']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
