@@ -67,13 +67,13 @@ SHARES = {"throughput": 0.3, "data": 0.07, "correctness": 0.18, "launch": 0.3, "
 # -- sizes -------------------------------------------------------------------------------------------
 def sizes(quick: bool, seminar_batch: int) -> dict:
     """What each part runs: the protocol's sizes, or tiny ones (QUICK: the CPU smoke run of the test suite)."""
+    from codec.models.registry import REGISTRY
+
     if quick:
-        return {"channels": lambda name: (8, 12), "patch": 64, "batches": [2], "warmup": 1, "steps": 2,
+        return {"channels": lambda name: REGISTRY[name].tiny, "patch": 64, "batches": [2], "warmup": 1, "steps": 2,
                 "correct_steps": 12, "correct_batch": 2, "kodak_images": 1, "data_seconds": 1.0,
                 "launch_steps": 4, "ab_steps": 4, "ab_seeds": [0, 1], "ab_images": 1, "matmul": 256,
                 "packed_steps": 2}
-    from codec.models.registry import REGISTRY
-
     return {"channels": lambda name: REGISTRY[name].channels["low"], "patch": 256, "batches": [16, seminar_batch],
             "warmup": 5, "steps": 20, "correct_steps": 200, "correct_batch": 16, "kodak_images": 4,
             "data_seconds": 5.0, "launch_steps": 40, "ab_steps": 3000, "ab_seeds": [0, 1], "ab_images": 8,

@@ -4,6 +4,7 @@ complexity table, plots and BD-rate tables, and resumes after a kill; broken ent
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,9 +20,12 @@ NAME = "residual_factorized"
 
 def _install(package: Path, target: Path) -> None:
     """pip install of a package folder into `target` (no network, no build isolation: the setuptools of
-    lic-sweep's environment builds it); on PYTHONPATH it is installed, entry points included."""
+    lic-sweep's environment builds it); on PYTHONPATH it is installed, entry points included. Built from a
+    copy: setuptools writes build/ and *.egg-info next to the sources."""
+    source = target.parent / f"{target.name}-src-{package.name}"
+    shutil.copytree(package, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--no-index", "--target", str(target), str(package)], capture_output=True, text=True)
+                          "--no-index", "--target", str(target), str(source)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
 
 

@@ -1,1 +1,0 @@
-"""An example of a model kept in its own package and used in lic-sweep's sweeps (see README.md)."""
