@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from codec.models.registry import PLUGIN_ERRORS, PLUGINS, REGISTRY, model_channels, registry_entry
+from codec.models.registry import PLUGIN_ERRORS, REGISTRY, _register_deferred, model_channels, registry_entry
 from codec.models.rate import rate_tier
 from codec.records import layout
 from codec.records.layout import REPO as REPO_ROOT
@@ -65,13 +65,9 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
     store = ConfigStore.instance()
     store.store(name="schema", node=RunConfig, provider="lic-sweep")
-    schedulers = sorted(p.stem for p in (CONFIG_DIR / "scheduler").glob("*.yaml"))
-    for name, entry in list(REGISTRY.items()):
-        if name in PLUGINS and entry.scheduler not in schedulers:
-            del REGISTRY[name]
-            PLUGIN_ERRORS[name] = (f"model={name} cannot be used: entry point {name} = {PLUGINS[name]}: its scheduler "
-                                   f"{entry.scheduler!r} is not one of {', '.join(schedulers)} (conf/scheduler/)")
-        elif not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
+    _register_deferred()
+    for name, entry in REGISTRY.items():
+        if not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
             store.store(group="model", name=name, provider="lic-sweep", node={
                 "defaults": [{"/scheduler@_global_.scheduler": entry.scheduler}, "_self_"],
                 "name": name, "epochs": entry.epochs})

@@ -99,7 +99,9 @@ BROKEN = {
     "cannot_import": ("broken_models.missing:ENTRY", r"ModuleNotFoundError: No module named 'broken_models\.missing'"),
     "factorized": ("broken_models:CLASH", r"model 'factorized' is already registered by lic-sweep's own registry"),
     "wrong_channels": ("broken_models:WRONG_CHANNELS", r"channels\['high'\] is \(192,\), not a \(N, M\) pair"),
-    "bad_scheduler": ("broken_models:BAD_SCHEDULER", r"its scheduler 'cosine' is not one of multistep, plateau"),
+    "bad_scheduler": ("broken_models:BAD_SCHEDULER", r"scheduler='cosine'.*one of multistep, plateau"),
+    "wrong_keys": ("broken_models:WRONG_KEYS", r"its channel_keys \('g_a.0.weight', 'g_a.6.weight'\) give "
+                                              r"\(N, M\) = \(8, None\)"),
 }
 
 
@@ -114,8 +116,19 @@ def broken(tmp_path_factory) -> dict:
         CLASH = dataclasses.replace(ENTRY, name="factorized")
         WRONG_CHANNELS = dataclasses.replace(ENTRY, name="wrong_channels", channels={"low": (8, 12), "high": (192,)})
         BAD_SCHEDULER = dataclasses.replace(ENTRY, name="bad_scheduler", scheduler="cosine")
+        WRONG_KEYS = dataclasses.replace(ENTRY, name="wrong_keys", channel_keys=("g_a.0.weight", "g_a.6.weight"))
+
+        from compressai.models import ScaleHyperprior
+        from codec.models.coding import HyperpriorCoding
+
+        class HyperpriorVariant(ScaleHyperprior):  # a built-in's parameters, another loss or forward
+            pass
+
+        SAME_PARAMETERS = dataclasses.replace(ENTRY, name="hyperprior_variant", cls=HyperpriorVariant,
+                                              coding=HyperpriorCoding(), channel_keys=("g_a.0.weight", "g_a.6.weight"))
     """))
     points = "\n".join(f"{name} = \"{value}\"" for name, (value, _) in BROKEN.items())
+    points += "\nhyperprior_variant = \"broken_models:SAME_PARAMETERS\""
     (package / "pyproject.toml").write_text(textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
@@ -140,11 +153,11 @@ def test_a_broken_entry_is_named_when_used_and_the_rest_still_work(broken, tmp_p
                f"hydra.run.dir={tmp_path / 'run'}")
     message = out.stdout + out.stderr
     assert out.returncode != 0 and f"entry point {name} = {value}" in message and re.search(why, message), message
-    assert "broken-models" in message or name == "bad_scheduler"  # the package that ships it
+    assert "broken-models" in message  # the package that ships it
     assert "Traceback" not in message and not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_name_clash_leaves_the_builtin_model_and_says_why(broken):
+def test_a_name_clash_leaves_the_builtin_model_and_warns(broken):
     out = _run(broken, "-c", "from codec.models.registry import REGISTRY, PLUGIN_ERRORS; "
                              "print(REGISTRY['factorized'].cls.__name__, REGISTRY['residual_factorized'].name); "
                              "print(PLUGIN_ERRORS['factorized'])")
@@ -152,4 +165,20 @@ def test_a_name_clash_leaves_the_builtin_model_and_says_why(broken):
     first, second = out.stdout.splitlines()
     assert first == "FactorizedPrior residual_factorized"
     assert re.search(BROKEN["factorized"][1], second) and "broken-models" in second
+    assert re.search(r"warning: model=factorized cannot be used: entry point factorized = broken_models:CLASH.*"
+                     r"model=factorized is lic-sweep's own", out.stderr), out.stderr
+
+
+def test_a_file_with_a_builtins_parameters_is_the_builtins_and_an_early_import_is_registered_late(broken):
+    """A package's model with exactly the scale hyperprior's parameters (another forward or loss): a state_dict
+    without model_meta is the built-in's. A script that imports its model module before lic-sweep (so the entry
+    point's module is half-imported while the registry loads) still finds the model at its first lookup."""
+    out = _run(broken, "-c", "import lic_sweep_example.model\n"
+                             "from compressai.models import ScaleHyperprior\n"
+                             "from codec.models.registry import entry_for_state_dict, registry_entry, REGISTRY\n"
+                             "print(entry_for_state_dict(ScaleHyperprior(N=8, M=12).state_dict()).name, "
+                             "'hyperprior_variant' in REGISTRY)\n"
+                             "print(registry_entry('residual_factorized').cls.__name__)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["hyperprior", "True", "ResidualFactorizedPrior"]
 

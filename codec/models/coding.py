@@ -100,12 +100,14 @@ class LatentCodecCoding(_Coding):
     """Models built from CompressAI latent codecs: a HyperpriorLatentCodec whose y codec gives all strings
     but the last (a CheckerboardLatentCodec: anchors and non-anchors, 3 strings in all; ELIC's
     ChannelGroupsLatentCodec: two per channel group, 11 for its five groups), then z's string.
-    The hyper latent is at 1/64 of the padded image (g_a's four stride-2 stages, h_a's two), y at 1/16."""
+    The hyper latent is at 1/64 of the padded image (g_a's four stride-2 stages, h_a's two; a model's own
+    downsampling_factor where it has one), y at 4 times its size."""
 
     strings: int = 3
 
     def latent_hw(self, model, padded_hw: tuple[int, int]) -> tuple[int, int]:
-        return padded_hw[0] // 64, padded_hw[1] // 64
+        factor = getattr(model, "downsampling_factor", 64)  # CompressAI's Cheng checkerboard and ELIC lack it
+        return padded_hw[0] // factor, padded_hw[1] // factor
 
     def encode(self, model, x: torch.Tensor) -> tuple[list, torch.Tensor]:
         out = model.compress(x)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 from unittest import mock
@@ -101,8 +103,14 @@ class ModelEntry:
     def check_channels(self, N: int, M: int) -> None:
         """ConfigError naming model.N and model.M where this architecture cannot be built with them
         (built without memory: any size costs what the tiny one does)."""
+        from torch._subclasses.fake_tensor import DataDependentOutputException, UnsupportedFakeTensorException
+
         try:
             self.shapes(N, M)
+        except (DataDependentOutputException, UnsupportedFakeTensorException) as exc:
+            raise ConfigError(f"model={self.name}: its class reads tensor values (or runs an op without shape "
+                              f"rules) while it is built ({exc}); lic-sweep checks a model's shapes on fake "
+                              "tensors, without memory: compute channel counts with Python ints") from None
         except Exception as exc:  # the builder's ValueError, a class's assert, a layer's own check
             raise ConfigError(f"model={self.name} cannot be built with model.N={N} model.M={M}: "
                               f"{exc or type(exc).__name__}") from None
@@ -129,16 +137,21 @@ class ModelEntry:
 _SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}
 
 
+_FAKE_LOCK = threading.RLock()  # the ramp's patch below is process-wide: one fake build at a time
+
+
 @contextlib.contextmanager
 def _fake_tensors():
     """Modules built here get fake tensors (shapes, no storage). CompressAI's sequential_channel_ramp (ELIC's
     layers) reads its channel counts out of a tensor, which a fake one cannot give: it runs on real tensors,
     and only its layers are made fake."""
+    import compressai.layers
+    import compressai.layers.layers
     from compressai.models import sensetime
     from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
-    mode = FakeTensorMode()
-    original = sensetime.sequential_channel_ramp
+    mode = FakeTensorMode(allow_fallback_kernels=False)  # an op without shape rules fails, never allocates
+    original = compressai.layers.layers.sequential_channel_ramp
 
     def ramp(*args, make_layer, **kwargs):
         def fake_layer(*layer_args, **layer_kwargs):
@@ -147,8 +160,11 @@ def _fake_tensors():
         with unset_fake_temporarily():
             return original(*args, make_layer=fake_layer, **kwargs)
 
-    with mock.patch.object(sensetime, "sequential_channel_ramp", ramp), mode:
-        yield
+    with _FAKE_LOCK, contextlib.ExitStack() as stack:
+        for home in (sensetime, compressai.layers, compressai.layers.layers):
+            stack.enter_context(mock.patch.object(home, "sequential_channel_ramp", ramp))
+        with mode:
+            yield
 
 
 REGISTRY: dict[str, ModelEntry] = {}
@@ -164,6 +180,7 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 
 def registry_entry(name: str) -> ModelEntry:
+    _register_deferred()
     if name in PLUGIN_ERRORS and name not in REGISTRY:
         raise ConfigError(PLUGIN_ERRORS[name])
     if name not in REGISTRY:
@@ -178,6 +195,7 @@ def build_model(name: str, N: int, M: int, **options) -> CompressionModel:
 
 def entry_of(model: torch.nn.Module) -> ModelEntry:
     """The registry entry of a model instance (its exact class)."""
+    _register_deferred()
     for entry in REGISTRY.values():
         if type(model) is entry.cls:
             return entry
@@ -186,7 +204,11 @@ def entry_of(model: torch.nn.Module) -> ModelEntry:
 
 def entry_for_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelEntry:
     """The one registered architecture whose parameters and shapes are those of `state_dict`."""
+    _register_deferred()
     found = [e for e in REGISTRY.values() if e.matches(state_dict)]
+    own = [e for e in found if e.name not in PLUGINS]
+    if len(found) > 1 and len(own) == 1:  # a package's model with a built-in's parameters (a new loss, say):
+        return own[0]                     # a file without model_meta.name is the built-in's
     if len(found) != 1:
         what = "none" if not found else " and ".join(e.name for e in found)
         raise LicSweepError(f"cannot tell the architecture of this state_dict: it matches {what} of the registered "
@@ -289,37 +311,72 @@ def check_entry(entry) -> None:
     if missing:
         raise ValueError(f"its coding {entry.coding!r} lacks {', '.join(missing)} (use one of "
                          "codec.models.coding's codings, or subclass one)")
-    if type(entry.epochs) is not int or entry.epochs <= 0 or not isinstance(entry.scheduler, str):
+    from codec.records.layout import REPO
+
+    schedulers = sorted(p.stem for p in (REPO / "conf" / "scheduler").glob("*.yaml"))
+    if type(entry.epochs) is not int or entry.epochs <= 0 or entry.scheduler not in schedulers:
         raise ValueError(f"it has epochs={entry.epochs!r} scheduler={entry.scheduler!r}; an entry without a "
-                         "conf/model/<name>.yaml gives its protocol epochs (an int) and scheduler (plateau or multistep)")
+                         f"conf/model/<name>.yaml gives its protocol epochs (an int) and scheduler (one of "
+                         f"{', '.join(schedulers)}: conf/scheduler/)")
     for N, M in (entry.tiny, *tiers.values()):
         entry.check_channels(N, M)
+        shapes = entry.shapes(N, M)
+        found = tuple(shapes[k][0] if k in shapes else None for k in entry.channel_keys)
+        if found != (N, M):
+            raise ValueError(f"its channel_keys {entry.channel_keys} give (N, M) = {found} for a model built with "
+                             f"N={N} M={M}: name the two state_dict tensors whose first dimension is N and M "
+                             "(how its checkpoints are recognised)")
     with _fake_tensors():
         built = entry.build(*entry.tiny)
     if type(built) is not entry.cls:
         raise ValueError(f"its builder makes a {type(built).__name__}, not its cls {entry.cls.__name__}")
 
 
+_DEFERRED: list = []  # entry points whose module was being imported when this module was
+
+
+def _load(point, may_defer: bool = False) -> None:
+    package = point.dist.name if point.dist else "an installed package"
+    where = f"entry point {point.name} = {point.value} (group {ENTRY_POINT_GROUP}, from {package})"
+    PLUGIN_ERRORS.pop(point.name, None)
+    try:
+        entry = point.load()
+        check_entry(entry)
+        if entry.name != point.name:
+            raise ValueError(f"its ModelEntry is named {entry.name!r}; name the entry point as the model")
+        if entry.name in REGISTRY:
+            owner = PLUGINS.get(entry.name, "lic-sweep's own registry")
+            raise ValueError(f"model {entry.name!r} is already registered by {owner}")
+    except (Exception, SystemExit) as exc:  # an import error, a wrong object: named, kept for when it is used
+        if may_defer and isinstance(exc, (ImportError, AttributeError)) and "partially initialized" in str(exc):
+            _DEFERRED.append(point)  # it needs a module that is importing this one: tried again at first lookup
+            return
+        kind = "" if isinstance(exc, (ValueError, ConfigError)) else f"{type(exc).__name__}: "
+        PLUGIN_ERRORS[point.name] = f"model={point.name} cannot be used: {where}: {kind}{exc}"
+        if point.name in REGISTRY:  # a clash: lic-sweep's model keeps the name; say so where it is used
+            print(f"warning: {PLUGIN_ERRORS[point.name]}; model={point.name} is lic-sweep's own", file=sys.stderr)
+        return
+    register(entry)
+    PLUGINS[entry.name] = point.value
+
+
 def _register_installed() -> None:
     """Every ModelEntry that an installed package names under the `lic_sweep.models` entry-point group.
-    One that cannot be loaded or checked is not registered; using its name raises why (naming it)."""
+    One that cannot be loaded or checked is not registered; using its name raises why (naming it). One whose
+    module (or a module it imports) is being imported right now, as when a script imports a package's model
+    before lic-sweep, is loaded at the first lookup instead."""
     for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        package = point.dist.name if point.dist else "an installed package"
-        where = f"entry point {point.name} = {point.value} (group {ENTRY_POINT_GROUP}, from {package})"
-        try:
-            entry = point.load()
-            check_entry(entry)
-            if entry.name != point.name:
-                raise ValueError(f"its ModelEntry is named {entry.name!r}; name the entry point as the model")
-            if entry.name in REGISTRY:
-                owner = PLUGINS.get(entry.name, "lic-sweep's own registry")
-                raise ValueError(f"model {entry.name!r} is already registered by {owner}")
-        except Exception as exc:  # an import error, a wrong object: named, and kept for when it is used
-            PLUGIN_ERRORS[point.name] = (f"model={point.name} cannot be used: {where}: "
-                                         f"{type(exc).__name__ + ': ' if not isinstance(exc, (ValueError, ConfigError)) else ''}{exc}")
+        module = sys.modules.get(point.module)
+        if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            _DEFERRED.append(point)
             continue
-        register(entry)
-        PLUGINS[entry.name] = point.value
+        _load(point, may_defer=True)
+
+
+def _register_deferred() -> None:
+    """Load the entry points deferred at import (their module has finished importing since)."""
+    while _DEFERRED:
+        _load(_DEFERRED.pop(0))
 
 
 _register_installed()
