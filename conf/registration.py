@@ -40,6 +40,16 @@ def run_name(task: str, model: str, lmbda: float, checkpoint: str | None) -> str
     return layout.run_name(model, lmbda)
 
 
+def base_checkpoint(name: str) -> str | None:
+    """The quickstart's base for a model: pretrained/<name>.pth where it exists or pretrained/MANIFEST.md lists
+    it (a listed one that is missing stops the run, saying how to remake it); null for a model that has none
+    (CompressAI's newer ones, a package's): its runs start from scratch."""
+    path = REPO_ROOT / "pretrained" / f"{name}.pth"
+    manifest = REPO_ROOT / "pretrained" / "MANIFEST.md"
+    listed = manifest.is_file() and f"| {name} |" in manifest.read_text()
+    return str(path) if path.is_file() or listed else None
+
+
 def register() -> None:
     resolvers = {
         "rate_tier": rate_tier,
@@ -51,9 +61,7 @@ def register() -> None:
         # every registered model, as a sweep axis (experiment=zoo_smoke)
         "registered_models": lambda: ",".join(REGISTRY),
         "repo_root": lambda: str(REPO_ROOT),
-        # the quickstart's base checkpoint for a model: pretrained/<name>.pth, or null where there is none
-        # (a model from another package): its runs then start from scratch
-        "base_checkpoint": lambda name: str(path) if (path := REPO_ROOT / "pretrained" / f"{name}.pth").is_file() else None,
+        "base_checkpoint": base_checkpoint,
         "run_name": run_name,
         # the folders of a run and a sweep (codec/records/layout.py)
         "single_run_dir": layout.single_run_dir,

@@ -97,3 +97,14 @@ def test_zoo_smoke_sweeps_every_registered_model_into_one_report(tmp_path):
     assert all((r["N"], r["M"]) == REGISTRY[r["model"]].tiny and r["bits"] > 0 for r in results)
     table = (sweep / "report" / "results.md").read_text()
     assert all(name in table for name in REGISTRY) and (sweep / "report" / "rd_psnr.png").is_file()
+
+
+def test_the_quickstart_fine_tunes_from_a_listed_base_and_starts_others_from_scratch():
+    """pretrained/MANIFEST.md lists the shipped bases: those models fine-tune from them (a listed file that is
+    missing stops the run, as before); a model without a base (Cheng, ELIC, a package's) starts from scratch."""
+    from conf.registration import base_checkpoint
+
+    assert base_checkpoint("factorized").endswith("pretrained/factorized.pth")
+    assert base_checkpoint("elic") is None and base_checkpoint("no_such_model") is None
+    s = run_config(compose(["experiment=quickstart", "model=cheng2020_anchor", "lmbda=0.0035"]), require_data=False)
+    assert s.init_from is None
