@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from codec.models.registry import PLUGIN_ERRORS, REGISTRY, _register_deferred, model_channels, registry_entry
+from codec.models.registry import PLUGIN_ERRORS, REGISTRY, register_deferred, model_channels, registry_entry
 from codec.models.rate import rate_tier
 from codec.records import layout
 from codec.records.layout import REPO as REPO_ROOT
@@ -73,7 +73,7 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
     store = ConfigStore.instance()
     store.store(name="schema", node=RunConfig, provider="lic-sweep")
-    _register_deferred()
+    register_deferred()
     for name, entry in REGISTRY.items():
         if not (CONFIG_DIR / "model" / f"{name}.yaml").exists():
             store.store(group="model", name=name, provider="lic-sweep", node={

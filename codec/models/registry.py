@@ -180,7 +180,7 @@ def register(entry: ModelEntry) -> ModelEntry:
 
 
 def registry_entry(name: str) -> ModelEntry:
-    _register_deferred()
+    register_deferred()
     if name in PLUGIN_ERRORS and name not in REGISTRY:
         raise ConfigError(PLUGIN_ERRORS[name])
     if name not in REGISTRY:
@@ -195,7 +195,7 @@ def build_model(name: str, N: int, M: int, **options) -> CompressionModel:
 
 def entry_of(model: torch.nn.Module) -> ModelEntry:
     """The registry entry of a model instance (its exact class)."""
-    _register_deferred()
+    register_deferred()
     for entry in REGISTRY.values():
         if type(model) is entry.cls:
             return entry
@@ -204,7 +204,7 @@ def entry_of(model: torch.nn.Module) -> ModelEntry:
 
 def entry_for_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelEntry:
     """The one registered architecture whose parameters and shapes are those of `state_dict`."""
-    _register_deferred()
+    register_deferred()
     found = [e for e in REGISTRY.values() if e.matches(state_dict)]
     own = [e for e in found if e.name not in PLUGINS]
     if len(found) > 1 and len(own) == 1:  # a package's model with a built-in's parameters (a new loss, say):
@@ -242,7 +242,6 @@ register(ModelEntry(
     compressai_name="mbt2018-mean"))
 
 
-
 def _latent_of_n(cls):
     """Cheng 2020's models: the latent has N channels (g_a ends in an N->N convolution), so M must be N."""
     def build(N: int, M: int, **_):
@@ -273,7 +272,8 @@ register(ModelEntry(
 register(ModelEntry(
     "cheng2020_attention", Cheng2020Attention, {"low": (128, 128), "high": (192, 192)}, SerialContextCoding(),
     "Cheng 2020 attention", ("tab:pink", "X"), compressai_name="cheng2020-attn",
-    builder=_latent_of_n(Cheng2020Attention), channel_keys=("g_a.0.conv1.weight", "g_a.7.weight"), tiny=(8, 8), m_is_n=True))
+    builder=_latent_of_n(Cheng2020Attention), channel_keys=("g_a.0.conv1.weight", "g_a.7.weight"), tiny=(8, 8),
+    m_is_n=True))
 register(ModelEntry(
     "cheng2020_checkerboard", Cheng2020AnchorCheckerboard, {"low": (128, 128), "high": (192, 192)},
     LatentCodecCoding(), "Cheng 2020 anchor + checkerboard (CompressAI)", ("tab:gray", "h"),
@@ -373,7 +373,7 @@ def _register_installed() -> None:
         _load(point, may_defer=True)
 
 
-def _register_deferred() -> None:
+def register_deferred() -> None:
     """Load the entry points deferred at import (their module has finished importing since)."""
     while _DEFERRED:
         _load(_DEFERRED.pop(0))
