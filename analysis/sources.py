@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from analysis.wandb_offline import find_runs, read_run
+from codec.records.wandb_file import find_runs, read_run
 from codec.errors import LicSweepError
 from codec.records.layout import RESULTS_FILE
 from codec.records.record import RunRecord, UnreadableRecord, read_record, sets_in_summary, summary_for_set

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from analysis.wandb_offline import find_runs, read_run
+from codec.records.wandb_file import find_runs, read_run
 import codec.records.files
 from codec.records.files import CannotWrite
 from codec.models.checkpoint import load_checkpoint

@@ -133,7 +133,7 @@ def test_secrets_are_left_out_of_records():
 
 def test_wandb_config_and_checkpoint_config_hold_no_secrets(tmp_path, monkeypatch):
     """The environment is never recorded wholesale; a secret-named entry that reaches a record is dropped."""
-    from analysis.wandb_offline import find_runs, read_run
+    from codec.records.wandb_file import find_runs, read_run
     from codec.runs.job import train_and_evaluate
     from codec.runs.tracking import Tracker
     from tests.conftest import config_for

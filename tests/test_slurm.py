@@ -110,7 +110,7 @@ def test_two_tasks_train_one_grid_point_as_one_ddp_job_and_a_requeue_resumes_it(
     group from Slurm's environment (codec.training.distributed.export_slurm_distributed); rank 0 alone logs and writes,
     the replica check after training passes (it raises otherwise), and a requeue (SIGTERM to both tasks)
     stops both after the same step and resumes them."""
-    from analysis.wandb_offline import find_runs
+    from codec.records.wandb_file import find_runs
 
     cmd = _sweep_cmd(tmp_path, "model=hyperprior", "lmbda=0.013", "trainer.max_steps=6", "trainer.steps_per_epoch=6",
                      "trainer.checkpoint_every_steps=1", "data.batch_size=2", "hydra.launcher.tasks_per_node=2")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.wandb_offline import find_runs, read_run
+from codec.records.wandb_file import find_runs, read_run
 from codec.models.checkpoint import load_checkpoint
 from codec.errors import LicSweepError
 from codec.runs.job import train_and_evaluate
@@ -118,6 +118,33 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert ckpt["step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert read_run(find_runs(tmp_path / "run")[0]).state == "failed"
+
+
+def test_tracker_finish_returns_only_once_wandb_has_written_the_run(tmp_path, monkeypatch):
+    """wandb's finish() can return while its service still holds the run file's records (seen in CI:
+    a header-only file); Tracker.finish waits for the exit record, and says so when it never comes."""
+    import threading
+
+    import codec.runs.tracking as tracking
+    from codec.records.wandb_file import wait_until_written
+
+    config = config_for(tiny_overrides(tmp_path, "model=factorized"))
+    tracker = Tracker(config, tmp_path / "run", None, extra_config={"note": "x"})
+    waited = []
+    monkeypatch.setattr(tracking, "wait_until_written", lambda path: waited.append(path) or wait_until_written(path))
+    tracker.finish()
+    [run_file] = find_runs(tmp_path / "run")
+    assert waited == [str(run_file)] and read_run(run_file).config["note"] == "x"
+
+    # A run file that holds only its header until the writer catches up 0.3 s later.
+    full = run_file.read_bytes()
+    late = tmp_path / "late.wandb"
+    late.write_bytes(full[:7])
+    threading.Timer(0.3, late.write_bytes, [full]).start()
+    assert wait_until_written(late, timeout=20)
+    assert wait_until_written(tmp_path / "header-only.wandb", timeout=0.2) is False
+    (tmp_path / "header-only.wandb").write_bytes(full[:7])
+    assert wait_until_written(tmp_path / "header-only.wandb", timeout=0.2) is False
 
 
 def test_nan_stop_from_the_command_line_exits_cleanly(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from codec.models.checkpoint import valid_run_id
 from codec.records.files import write_text_atomic
 from codec.records.layout import RunDir
 from codec.records.secrets import without_secrets
+from codec.records.wandb_file import wait_until_written
 from codec.schema import RunConfig, as_dict
 
 RUN_ID_FILE = RunDir(".").wandb_run_id.name
@@ -91,5 +93,9 @@ class Tracker:
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run:
+            run_file = self.run.settings.sync_file if self.run.settings.mode == "offline" else None
             self.run.finish(exit_code=exit_code)
             self.run = None
+            if run_file and not wait_until_written(run_file):
+                print(f"warning: W&B had not finished writing {run_file} 60 s after the run ended; "
+                      "its config or results may be missing from reports", file=sys.stderr)
