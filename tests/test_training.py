@@ -131,7 +131,7 @@ def test_tracker_finish_returns_only_once_wandb_has_written_the_run(tmp_path, mo
     config = config_for(tiny_overrides(tmp_path, "model=factorized"))
     tracker = Tracker(config, tmp_path / "run", None, extra_config={"note": "x"})
     waited = []
-    monkeypatch.setattr(tracking, "wait_until_written", lambda path: waited.append(path) or wait_until_written(path))
+    monkeypatch.setattr(tracking, "wait_until_written", lambda path, timeout: waited.append(path) or wait_until_written(path, timeout))
     tracker.finish()
     [run_file] = find_runs(tmp_path / "run")
     assert waited == [str(run_file)] and read_run(run_file).config["note"] == "x"
@@ -145,6 +145,11 @@ def test_tracker_finish_returns_only_once_wandb_has_written_the_run(tmp_path, mo
     assert wait_until_written(tmp_path / "header-only.wandb", timeout=0.2) is False
     (tmp_path / "header-only.wandb").write_bytes(full[:7])
     assert wait_until_written(tmp_path / "header-only.wandb", timeout=0.2) is False
+    # Caught mid-write (or cut by a kill) at any byte: the records written so far read back, no error.
+    cut = tmp_path / "cut.wandb"
+    for n in range(7, len(full)):
+        cut.write_bytes(full[:n])
+        assert read_run(cut).run_id
 
 
 def test_nan_stop_from_the_command_line_exits_cleanly(tmp_path):
@@ -215,9 +220,9 @@ def test_sigterm_saves_and_the_next_command_resumes(tmp_path):
     proc = subprocess.Popen(cmd + ["trainer.checkpoint_every_steps=5"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=subprocess_env(**hold_env(held, 5)))
     ckpt = run_dir / "checkpoints" / "last.pth"
-    wait_for_held(held, 1, lambda: proc.poll() is None, "the run", timeout=120)
+    wait_for_held(held, 1, lambda: proc.poll() is None, "the run", timeout=300)
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
+    output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
     assert "last.pth saved" in output
     step = load_checkpoint(ckpt)["step"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 _BLOCK = 32768
@@ -52,6 +53,8 @@ def _records(data: bytes) -> Iterator[bytes]:
         if kind == 0 and length == 0:  # zero padding at the end of a block
             pos += left_in_block
             continue
+        if pos + _HEADER + length > len(data):  # the last record is still being written, or was cut by a kill
+            return
         chunk = data[pos + _HEADER:pos + _HEADER + length]
         pos += _HEADER + length
         if kind == _FULL:
@@ -124,7 +127,7 @@ def wait_until_written(path: str | Path, timeout: float = 60.0) -> bool:
         try:
             if any(_is_exit(raw) for raw in _records(path.read_bytes())):
                 return True
-        except (OSError, ValueError):
+        except (OSError, ValueError, DecodeError):  # not there yet, or caught mid-write
             pass
         if time.monotonic() > deadline:
             return False

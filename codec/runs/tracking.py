@@ -96,6 +96,8 @@ class Tracker:
             run_file = self.run.settings.sync_file if self.run.settings.mode == "offline" else None
             self.run.finish(exit_code=exit_code)
             self.run = None
-            if run_file and not wait_until_written(run_file):
-                print(f"warning: W&B had not finished writing {run_file} 60 s after the run ended; "
+            # a failing run (a preempted job's grace period) waits less: its record only says how it ended
+            wait = 60 if exit_code == 0 else 10
+            if run_file and not wait_until_written(run_file, timeout=wait):
+                print(f"warning: W&B had not finished writing {run_file} {wait} s after the run ended; "
                       "its config or results may be missing from reports", file=sys.stderr)
