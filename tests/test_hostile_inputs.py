@@ -116,7 +116,7 @@ def test_a_refused_checkpoint_names_no_folder(tmp_path):
         assert run_name("eval", "hyperprior", 0.013, str(path)) == "eval_unknown", case
 
 
-def _eval_cli(cwd: Path, checkpoint: Path, *extra: str, timeout: float = 120):
+def _eval_cli(cwd: Path, checkpoint: Path, *extra: str, timeout: float = 300):
     """`python run.py task=eval checkpoint=...` from `cwd` (so its outputs/ are there), as a user runs it."""
     cmd = [sys.executable, str(REPO / "run.py"), *tiny_overrides(cwd, "model=factorized"), "task=eval",
            f"checkpoint={checkpoint}", "eval.max_images=1", *extra]
@@ -167,9 +167,9 @@ def test_evaluating_a_checkpoint_that_used_to_hang_or_exhaust_memory_ends_with_o
     }[case]
     path = _checkpoint(tmp_path / f"{case}.pth", **changes)
     start = time.monotonic()
-    out = _eval_cli(tmp_path, path, f"hydra.run.dir={tmp_path / 'eval'}", timeout=90)
+    out = _eval_cli(tmp_path, path, f"hydra.run.dir={tmp_path / 'eval'}", timeout=300)
     _one_clear_line(out, needle)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 240  # it ends: start-up alone can take a minute on a loaded CI machine
     assert not (tmp_path / "eval" / "results.json").exists()
 
 

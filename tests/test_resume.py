@@ -223,9 +223,9 @@ def test_killing_one_ddp_rank_ends_the_job_and_the_rerun_resumes(tmp_path):
     start = time.monotonic()
     # the subprocess limit is above the bound asserted below, so that the assertion (not the limit) decides
     killed = subprocess.run(_torchrun(tmp_path, run_dir, ["tests/killpoint.py", "rank_step:1:5"]), cwd=REPO,
-                            capture_output=True, text=True, timeout=300, start_new_session=True,
+                            capture_output=True, text=True, timeout=600, start_new_session=True,
                             env=subprocess_env(OMP_NUM_THREADS="1"))
-    assert killed.returncode != 0 and time.monotonic() - start < 180
+    assert killed.returncode != 0 and time.monotonic() - start < 400
     assert "exitcode  : -9" in killed.stderr or "Signal 9" in killed.stderr, killed.stderr[-2000:]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["step"] == 4
     from codec.records.status import run_state
@@ -263,7 +263,7 @@ def test_a_killed_sweep_reruns_to_the_uninterrupted_sweeps_results(tmp_path):
     proc.wait()
     from codec.records.status import run_state
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240
     while any(run_state(p.parent.parent) == "running" for p in checkpoints):  # the jobs end with their parent
         assert time.monotonic() < deadline, "a job outlived the killed sweep"
         time.sleep(0.5)
